@@ -1,0 +1,40 @@
+# Skiff build, test and benchmark targets.
+GO        ?= go
+BIN       := bin/skiff
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+K8S_VER   := v1.37.2
+LDFLAGS   := -s -w -X main.version=$(VERSION) \
+	-X k8s.io/component-base/version.gitVersion=$(K8S_VER)+skiff \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VER)+skiff \
+	-X k8s.io/client-go/pkg/version.gitMajor=1 \
+	-X k8s.io/client-go/pkg/version.gitMinor=37
+# Unit and integration tests; e2e tests exec the built binary.
+UNIT_PKGS := ./server/... ./cmd/...
+TEST_FLAGS ?= -race -count=1
+
+.PHONY: all build test unit e2e e2e-slow bench fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/skiff
+
+test: build unit e2e
+
+unit:
+	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
+
+e2e: build
+	SKIFF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./tests/...
+
+bench: build
+	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz=FuzzDecodeRecord -fuzztime=30s ./server/storage/bolt/
+
+clean:
+	rm -rf bin

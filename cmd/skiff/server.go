@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/skiff-sh/skiff/server"
+)
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the control plane (API server, storage, controllers)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Usage: "directory for state, certificates and the database", EnvVars: []string{"SKIFF_DATA_DIR"}},
+			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Usage: "address the API server listens on"},
+			&cli.StringFlag{Name: "advertise-address", Usage: "address the API server advertises to the cluster (default: detected)"},
+			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "API server port"},
+			&cli.StringSliceFlag{Name: "tls-san", Usage: "additional hostname or IP for the serving certificate (repeatable)"},
+			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: defaultKubeconfig, Usage: "write the admin kubeconfig here", EnvVars: []string{"SKIFF_KUBECONFIG_OUTPUT"}},
+			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the written kubeconfig (octal)", EnvVars: []string{"SKIFF_KUBECONFIG_MODE"}},
+			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, Usage: "cluster join secret (generated and stored under the data dir when absent)", EnvVars: []string{"SKIFF_TOKEN"}},
+			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Usage: "ClusterIP range for Services"},
+			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Usage: "port range for NodePort Services"},
+			&cli.BoolFlag{Name: "disable-agent", Usage: "do not run a node agent in the server process"},
+			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable)"},
+		},
+		Action: runServer,
+	}
+}
+
+func serverConfig(c *cli.Context) (server.Config, error) {
+	cfg := server.Config{
+		DataDir:         c.String("data-dir"),
+		HTTPSPort:       c.Int("https-listen-port"),
+		TLSSANs:         c.StringSlice("tls-san"),
+		WriteKubeconfig: c.String("write-kubeconfig"),
+		Token:           c.String("token"),
+		ServiceCIDR:     c.String("service-cidr"),
+		NodePortRange:   c.String("service-node-port-range"),
+	}
+	if cfg.BindAddress = net.ParseIP(c.String("bind-address")); cfg.BindAddress == nil {
+		return cfg, fmt.Errorf("--bind-address %q is not an IP address", c.String("bind-address"))
+	}
+	if a := c.String("advertise-address"); a != "" {
+		if cfg.AdvertiseAddress = net.ParseIP(a); cfg.AdvertiseAddress == nil {
+			return cfg, fmt.Errorf("--advertise-address %q is not an IP address", a)
+		}
+	}
+	if cfg.HTTPSPort <= 0 || cfg.HTTPSPort > 65535 {
+		return cfg, fmt.Errorf("--https-listen-port %d is out of range", cfg.HTTPSPort)
+	}
+	mode, err := strconv.ParseUint(c.String("write-kubeconfig-mode"), 8, 32)
+	if err != nil || mode > 0o777 {
+		return cfg, fmt.Errorf("--write-kubeconfig-mode %q is not an octal file mode", c.String("write-kubeconfig-mode"))
+	}
+	cfg.WriteKubeconfigMod = os.FileMode(mode)
+	if _, _, err := net.ParseCIDR(cfg.ServiceCIDR); err != nil {
+		return cfg, fmt.Errorf("--service-cidr %q: %w", cfg.ServiceCIDR, err)
+	}
+	for _, a := range c.StringSlice("kube-apiserver-arg") {
+		cfg.APIServerArgs = append(cfg.APIServerArgs, "--"+a)
+	}
+	return cfg, nil
+}
+
+func runServer(c *cli.Context) error {
+	cfg, err := serverConfig(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = newLogger()
+	if !c.Bool("disable-agent") {
+		cfg.Logger.Warn("the node agent is not available yet; running the control plane only")
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return server.Run(ctx, cfg)
+}

@@ -1,0 +1,313 @@
+// Package server wires the Skiff control plane together: it prepares the
+// data directory and PKI, opens the storage backend, serves it through the
+// etcd API on a private unix socket, runs the Kubernetes API server, and
+// writes the admin kubeconfig once the API is ready.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/skiff-sh/skiff/server/apiserver"
+	"github.com/skiff-sh/skiff/server/pki"
+	"github.com/skiff-sh/skiff/server/storage/bolt"
+	"github.com/skiff-sh/skiff/server/storage/etcdapi"
+)
+
+// Config configures a server. cmd/ builds it from flags.
+type Config struct {
+	DataDir            string
+	BindAddress        net.IP
+	AdvertiseAddress   net.IP // nil: detected
+	HTTPSPort          int
+	TLSSANs            []string
+	WriteKubeconfig    string
+	WriteKubeconfigMod os.FileMode
+	Token              string // cluster secret; generated when empty and none stored
+	ServiceCIDR        string
+	NodePortRange      string
+	APIServerArgs      []string
+	Logger             *slog.Logger
+	// Ready, when set, is closed once the API answers /readyz.
+	Ready chan<- struct{}
+}
+
+func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") }
+
+// Run runs the control plane until ctx ends.
+func Run(ctx context.Context, c Config) error {
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	start := time.Now()
+	dir := c.serverDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("server: create data dir: %w", err)
+	}
+	advertise := c.AdvertiseAddress
+	if advertise == nil {
+		advertise = detectIP()
+	}
+	bundle, err := pki.Ensure(filepath.Join(dir, "tls"), servingNames(c, advertise))
+	if err != nil {
+		return err
+	}
+	token, err := ensureToken(dir, c.Token)
+	if err != nil {
+		return err
+	}
+	if err := writeNodeToken(dir, bundle, token); err != nil {
+		return err
+	}
+
+	be, err := bolt.Open(bolt.Config{Path: filepath.Join(dir, "db", "state.db"), Logger: log.With("component", "storage")})
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+
+	sock := filepath.Join(dir, "db", "etcd.sock")
+	_ = os.Remove(sock)
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	etcdapi.New(be).Register(g)
+	go func() {
+		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("etcd API server stopped", "err", err)
+		}
+	}()
+	defer g.Stop()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	apiErr := make(chan error, 1)
+	go func() {
+		apiErr <- apiserver.Run(ctx, apiserver.Config{
+			StateDir:         filepath.Join(dir, "apiserver"),
+			BindAddress:      c.BindAddress,
+			AdvertiseAddress: advertise,
+			Port:             c.HTTPSPort,
+			EtcdEndpoint:     "unix://" + sock,
+			CACert:           bundle.CACert,
+			CAKey:            bundle.CAKey,
+			ServingCert:      bundle.ServingCert,
+			ServingKey:       bundle.ServingKey,
+			SAKey:            bundle.SAKey,
+			SAPub:            bundle.SAPub,
+			ServiceCIDR:      c.ServiceCIDR,
+			NodePortRange:    c.NodePortRange,
+			ExtraArgs:        c.APIServerArgs,
+			Logger:           log.With("component", "apiserver"),
+		})
+	}()
+
+	admin := adminConfig(bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort))
+	if err := waitReady(ctx, admin, apiErr); err != nil {
+		return err
+	}
+	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
+	if c.WriteKubeconfig != "" {
+		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)); err != nil {
+			return err
+		}
+		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
+	}
+	if c.Ready != nil {
+		close(c.Ready)
+	}
+	select {
+	case err := <-apiErr:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func servingNames(c Config, advertise net.IP) pki.Serving {
+	s := pki.Serving{
+		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		IPs:      []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		s.DNSNames = append(s.DNSNames, h)
+	}
+	if advertise != nil {
+		s.IPs = append(s.IPs, advertise)
+	}
+	if ip := firstServiceIP(c.ServiceCIDR); ip != nil {
+		s.IPs = append(s.IPs, ip)
+	}
+	for _, san := range c.TLSSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			s.IPs = append(s.IPs, ip)
+		} else if san != "" {
+			s.DNSNames = append(s.DNSNames, san)
+		}
+	}
+	return s
+}
+
+func firstServiceIP(cidr string) net.IP {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return nil
+	}
+	ip := append(net.IP(nil), n.IP...)
+	ip[len(ip)-1]++
+	return ip
+}
+
+// detectIP returns the first global unicast IPv4 address of an interface
+// that is up, or nil.
+func detectIP() net.IP {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				return n.IP.To4()
+			}
+		}
+	}
+	return nil
+}
+
+func ensureToken(dir, given string) (string, error) {
+	path := filepath.Join(dir, "token")
+	if given != "" {
+		return given, os.WriteFile(path, []byte(given+"\n"), 0o600)
+	}
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 16)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("server: write token: %w", err)
+	}
+	return tok, nil
+}
+
+// writeNodeToken writes the join token in the k3s format, pinning the CA:
+// K10<sha256 of the CA bundle>::server:<secret>.
+func writeNodeToken(dir string, b *pki.Bundle, secret string) error {
+	hash, err := b.CAHash()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "node-token"), []byte("K10"+hash+"::server:"+secret+"\n"), 0o600)
+}
+
+func adminConfig(b *pki.Bundle, server string) *clientcmdapi.Config {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: b.CACert}
+	cfg.AuthInfos["default"] = &clientcmdapi.AuthInfo{ClientCertificate: b.AdminCert, ClientKey: b.AdminKey}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "default"}
+	cfg.CurrentContext = "default"
+	return cfg
+}
+
+func writeKubeconfig(path string, mode os.FileMode, b *pki.Bundle, server string) error {
+	cfg := adminConfig(b, server)
+	// Embed the credentials so the file is usable on its own.
+	for _, c := range cfg.Clusters {
+		data, err := os.ReadFile(c.CertificateAuthority)
+		if err != nil {
+			return err
+		}
+		c.CertificateAuthority, c.CertificateAuthorityData = "", data
+	}
+	for _, a := range cfg.AuthInfos {
+		cert, err := os.ReadFile(a.ClientCertificate)
+		if err != nil {
+			return err
+		}
+		key, err := os.ReadFile(a.ClientKey)
+		if err != nil {
+			return err
+		}
+		a.ClientCertificate, a.ClientCertificateData = "", cert
+		a.ClientKey, a.ClientKeyData = "", key
+	}
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	if mode == 0 {
+		mode = 0o600
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("server: kubeconfig dir: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("server: write kubeconfig: %w", err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func waitReady(ctx context.Context, cfg *clientcmdapi.Config, apiErr <-chan error) error {
+	rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+	if err != nil {
+		return err
+	}
+	rc.Timeout = 2 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-apiErr:
+			if err == nil {
+				err = errors.New("API server exited")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			if err == nil && string(body) == "ok" {
+				return nil
+			}
+		}
+	}
+}
