@@ -23,6 +23,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/skiff-sh/skiff/server/apiserver"
+	"github.com/skiff-sh/skiff/server/controllers"
 	"github.com/skiff-sh/skiff/server/pki"
 	"github.com/skiff-sh/skiff/server/storage/bolt"
 	"github.com/skiff-sh/skiff/server/storage/etcdapi"
@@ -133,12 +134,25 @@ func Run(ctx context.Context, c Config) error {
 		}
 		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
 	}
+	rc, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
+	if err != nil {
+		return err
+	}
+	ctrlErr := make(chan error, 1)
+	go func() {
+		ctrlErr <- controllers.Run(ctx, controllers.Config{Client: rc, Logger: log.With("component", "controllers")})
+	}()
 	if c.Ready != nil {
 		close(c.Ready)
 	}
 	select {
 	case err := <-apiErr:
 		return err
+	case err := <-ctrlErr:
+		if err != nil {
+			return err
+		}
+		return <-apiErr
 	case <-ctx.Done():
 		return nil
 	}
