@@ -1,0 +1,399 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	clientfeatures "k8s.io/client-go/features"
+	clientfeaturestesting "k8s.io/client-go/features/testing"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+func clientset(t *testing.T, protobuf bool) *kubernetes.Clientset {
+	t.Helper()
+	cfg := shared.RESTConfig(t)
+	if protobuf {
+		cfg.ContentType = "application/vnd.kubernetes.protobuf"
+		cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestClientGoTypedProtobuf(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	cs := clientset(t, true)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "pb-", Labels: map[string]string{"a": "b"}}, Data: map[string]string{"k": "v"}}
+	created, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.UID == "" || created.ResourceVersion == "" || created.CreationTimestamp.IsZero() || len(created.Name) <= len("pb-") {
+		t.Fatalf("server did not fill metadata: %+v", created.ObjectMeta)
+	}
+	got, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, created.Name, metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "v" {
+		t.Fatalf("get: %v %v", err, got)
+	}
+	// Optimistic concurrency: an update with a stale resourceVersion conflicts.
+	got.Data["k"] = "v2"
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got.Data["k"] = "v3"
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, got, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("stale update: want Conflict, got %v", err)
+	}
+	_, err = cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: created.Name}}, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("duplicate create: want AlreadyExists, got %v", err)
+	}
+	list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "a=b"})
+	if err != nil || len(list.Items) != 1 {
+		t.Fatalf("list: %v %d", err, len(list.Items))
+	}
+	// Chunked list.
+	for i := range 5 {
+		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("page-%d", i)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{Limit: 2})
+	if err != nil || len(page.Items) != 2 || page.Continue == "" || page.RemainingItemCount == nil {
+		t.Fatalf("paged list: %v %d %q", err, len(page.Items), page.Continue)
+	}
+	_, err = cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{Limit: 2, Continue: "garbage"})
+	if !apierrors.IsBadRequest(err) {
+		t.Fatalf("bad continue token: want BadRequest, got %v", err)
+	}
+	_, err = cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{ResourceVersion: "999999999", ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
+	if err == nil {
+		t.Fatal("list at a future resourceVersion succeeded")
+	}
+}
+
+func runInformer(t *testing.T, ns string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs := clientset(t, true)
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	inf := factory.Core().V1().ConfigMaps().Informer()
+	var mu sync.Mutex
+	seen := map[string]string{}
+	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) { mu.Lock(); seen[o.(*corev1.ConfigMap).Name] = "add"; mu.Unlock() },
+		UpdateFunc: func(_, o any) {
+			mu.Lock()
+			seen[o.(*corev1.ConfigMap).Name] = "update"
+			mu.Unlock()
+		},
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			mu.Lock()
+			seen[o.(*corev1.ConfigMap).Name] = "delete"
+			mu.Unlock()
+		},
+	})
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "before"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer syncCancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
+		t.Fatal("informer did not sync")
+	}
+	for _, n := range []string{"after-1", "after-2"} {
+		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after-1"}, Data: map[string]string{"x": "y"}}, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().ConfigMaps(ns).Delete(ctx, "after-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"before": "add", "after-1": "update", "after-2": "delete"}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		ok := true
+		for k, v := range want {
+			if seen[k] != v {
+				ok = false
+			}
+		}
+		snapshot := fmt.Sprint(seen)
+		mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("informer saw %s, want %v", snapshot, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestClientGoInformerWatchList(t *testing.T) {
+	if !clientfeatures.FeatureGates().Enabled(clientfeatures.WatchListClient) {
+		t.Fatal("WatchListClient is expected to be on by default in client-go v0.37")
+	}
+	runInformer(t, namespace(t))
+}
+
+func TestClientGoInformerListWatch(t *testing.T) {
+	clientfeaturestesting.SetFeatureDuringTest(t, clientfeatures.WatchListClient, false)
+	runInformer(t, namespace(t))
+}
+
+// TestWatchListBookmark checks the raw protocol: sendInitialEvents streams the
+// existing objects, then a BOOKMARK annotated k8s.io/initial-events-end.
+func TestWatchListBookmark(t *testing.T) {
+	ns := namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := clientset(t, false)
+	for i := range 3 {
+		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("wl-%d", i)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send := true
+	w, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{SendInitialEvents: &send, AllowWatchBookmarks: true,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	added := 0
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added:
+			added++
+		case watch.Bookmark:
+			cm := ev.Object.(*corev1.ConfigMap)
+			if cm.Annotations[metav1.InitialEventsAnnotationKey] != "true" {
+				continue
+			}
+			if added != 3 {
+				t.Fatalf("initial-events-end after %d ADDED events, want 3", added)
+			}
+			return
+		default:
+			t.Fatalf("unexpected event %s: %v", ev.Type, ev.Object)
+		}
+	}
+	t.Fatal("watch closed before the initial-events-end bookmark")
+}
+
+func TestClientGoDynamicAndMetadata(t *testing.T) {
+	ns := namespace(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := shared.RESTConfig(t)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "dyn"}, "data": map[string]any{"a": "1"}}}
+	if _, err := dyn.Resource(gvr).Namespace(ns).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dyn.Resource(gvr).Namespace(ns).Get(ctx, "dyn", metav1.GetOptions{})
+	if err != nil || got.Object["data"].(map[string]any)["a"] != "1" {
+		t.Fatalf("dynamic get: %v %v", err, got)
+	}
+	md, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory := metadatainformer.NewFilteredSharedInformerFactory(md, 0, ns, nil)
+	inf := factory.ForResource(gvr).Informer()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		t.Fatal("metadata informer did not sync")
+	}
+	if _, exists, err := inf.GetStore().GetByKey(ns + "/dyn"); err != nil || !exists {
+		t.Fatalf("metadata informer lacks dyn: %v %v", exists, err)
+	}
+	item, _, _ := inf.GetStore().GetByKey(ns + "/dyn")
+	if pom, ok := item.(*metav1.PartialObjectMetadata); !ok || pom.Kind != "PartialObjectMetadata" && pom.Name != "dyn" {
+		t.Fatalf("metadata informer item: %#v", item)
+	}
+}
+
+func TestClientGoLeaderElection(t *testing.T) {
+	ns := namespace(t)
+	cs := clientset(t, true)
+	leaders := make(chan string, 10)
+	start := func(ctx context.Context, id string) {
+		lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: "lock", Namespace: ns}, Client: cs.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: id}}
+		go leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+			ReleaseOnCancel: true,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(context.Context) { leaders <- id },
+				OnStoppedLeading: func() {},
+			},
+		})
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	start(ctxA, "a")
+	first := <-leaders
+	if first != "a" {
+		t.Fatalf("first leader %q", first)
+	}
+	start(ctxB, "b")
+	select {
+	case l := <-leaders:
+		t.Fatalf("second leader %q while a holds the lease", l)
+	case <-time.After(3 * time.Second):
+	}
+	cancelA()
+	select {
+	case l := <-leaders:
+		if l != "b" {
+			t.Fatalf("took over: %q", l)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("b never took over")
+	}
+	lease, err := cs.CoordinationV1().Leases(ns).Get(context.Background(), "lock", metav1.GetOptions{})
+	if err != nil || *lease.Spec.HolderIdentity != "b" {
+		t.Fatalf("lease holder: %v %v", err, lease)
+	}
+}
+
+// TestWatchUnderWriteStorm checks that a watch sees every acknowledged write
+// exactly once, in resourceVersion order, while 16 writers hammer the store.
+func TestWatchUnderWriteStorm(t *testing.T) {
+	ns := namespace(t)
+	cs := clientset(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	const writers, perWriter = 16, 40
+	var mu sync.Mutex
+	acked := map[string]bool{} // resourceVersions the server acknowledged
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			for j := range perWriter {
+				name := fmt.Sprintf("s-%d-%d", i, j%10)
+				var rv string
+				if j < 10 {
+					cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					rv = cm.ResourceVersion
+				} else if j < 30 {
+					cm, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"j": strconv.Itoa(j)}}, metav1.UpdateOptions{})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					rv = cm.ResourceVersion
+				} else {
+					var got corev1.ConfigMap
+					err := cs.CoreV1().RESTClient().Delete().Namespace(ns).Resource("configmaps").Name(name).Do(ctx).Into(&got)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					// A delete's own revision is only visible in the watch;
+					// count it by object instead.
+					rv = "delete/" + name
+				}
+				mu.Lock()
+				acked[rv] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	total := writers * perWriter
+	seen := map[string]bool{}
+	var last uint64
+	for len(seen) < total {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch closed after %d of %d events", len(seen), total)
+			}
+			cm, ok := ev.Object.(*corev1.ConfigMap)
+			if !ok {
+				t.Fatalf("unexpected watch object %#v", ev.Object)
+			}
+			rv, _ := strconv.ParseUint(cm.ResourceVersion, 10, 64)
+			if rv <= last {
+				t.Fatalf("resourceVersion went backwards or repeated: %d after %d", rv, last)
+			}
+			last = rv
+			key := cm.ResourceVersion
+			if ev.Type == watch.Deleted {
+				key = "delete/" + cm.Name
+			}
+			if seen[key] {
+				t.Fatalf("duplicate event %s %s", ev.Type, key)
+			}
+			if !acked[key] {
+				t.Fatalf("event %s %s was never acknowledged to a writer", ev.Type, key)
+			}
+			seen[key] = true
+		case <-ctx.Done():
+			var missing []string
+			for k := range acked {
+				if !seen[k] {
+					missing = append(missing, k)
+				}
+			}
+			sort.Strings(missing)
+			t.Fatalf("timed out: %d acknowledged writes never seen, e.g. %v", len(missing), missing[:min(5, len(missing))])
+		}
+	}
+}
