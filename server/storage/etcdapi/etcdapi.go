@@ -353,5 +353,3 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse,
 		Leader: 1, RaftIndex: uint64(s.be.CurrentRevision()), RaftTerm: 1, RaftAppliedIndex: uint64(s.be.CurrentRevision()),
 	}, nil
 }
-
-

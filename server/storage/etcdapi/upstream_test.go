@@ -15,10 +15,10 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/apis/example"
 	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/etcd3"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
-	"k8s.io/apiserver/pkg/features"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	featuregatetesting "k8s.io/component-base/featuregate/testing"
 	"k8s.io/utils/clock"
@@ -140,22 +140,38 @@ func TestUpstreamStorage(t *testing.T) {
 		name string
 		run  func(context.Context, *testing.T, env)
 	}{
-		{"Create", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestCreate(ctx, t, e.store, noValidation) }},
+		{"Create", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestCreate(ctx, t, e.store, noValidation)
+		}},
 		{"CreateWithTTL", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestCreateWithTTL(ctx, t, e.store) }},
-		{"CreateWithKeyExist", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestCreateWithKeyExist(ctx, t, e.store) }},
+		{"CreateWithKeyExist", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestCreateWithKeyExist(ctx, t, e.store)
+		}},
 		{"Get", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestGet(ctx, t, e.store) }},
-		{"UnconditionalDelete", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestUnconditionalDelete(ctx, t, e.store) }},
-		{"ConditionalDelete", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestConditionalDelete(ctx, t, e.store) }},
-		{"DeleteWithSuggestion", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestDeleteWithSuggestion(ctx, t, e.store) }},
-		{"DeleteWithConflict", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestDeleteWithConflict(ctx, t, e.store) }},
+		{"UnconditionalDelete", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestUnconditionalDelete(ctx, t, e.store)
+		}},
+		{"ConditionalDelete", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestConditionalDelete(ctx, t, e.store)
+		}},
+		{"DeleteWithSuggestion", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestDeleteWithSuggestion(ctx, t, e.store)
+		}},
+		{"DeleteWithConflict", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestDeleteWithConflict(ctx, t, e.store)
+		}},
 		{"PreconditionalDeleteWithSuggestion", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, e.store)
 		}},
 		{"GetListNonRecursive", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestGetListNonRecursive(ctx, t, e.increaseRV(), e.store)
 		}},
-		{"GetListRecursivePrefix", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestGetListRecursivePrefix(ctx, t, e.store) }},
-		{"List", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestList(ctx, t, e.store, e.compaction(), false, nil) }},
+		{"GetListRecursivePrefix", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestGetListRecursivePrefix(ctx, t, e.store)
+		}},
+		{"List", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestList(ctx, t, e.store, e.compaction(), false, nil)
+		}},
 		{"ConsistentList", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestConsistentList(ctx, t, e.store, e.increaseRV(), false, true, false)
 		}},
@@ -166,11 +182,15 @@ func TestUpstreamStorage(t *testing.T) {
 		{"ListResourceVersionMatch", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestListResourceVersionMatch(ctx, t, prefixStore{e.store})
 		}},
-		{"NamespaceScopedList", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestNamespaceScopedList(ctx, t, e.store) }},
+		{"NamespaceScopedList", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestNamespaceScopedList(ctx, t, e.store)
+		}},
 		{"GuaranteedUpdate", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestGuaranteedUpdate(ctx, t, prefixStore{e.store}, noValidation)
 		}},
-		{"GuaranteedUpdateWithTTL", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, e.store) }},
+		{"GuaranteedUpdateWithTTL", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, e.store)
+		}},
 		{"GuaranteedUpdateWithConflict", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, e.store)
 		}},
@@ -185,11 +205,21 @@ func TestUpstreamStorage(t *testing.T) {
 			storagetesting.RunTestCompactRevision(ctx, t, e.store, e.increaseRV(), e.compaction())
 		}},
 		{"Watch", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestWatch(ctx, t, e.store) }},
-		{"WatchFromZero", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestWatchFromZero(ctx, t, e.store, e.compaction()) }},
-		{"DeleteTriggerWatch", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestDeleteTriggerWatch(ctx, t, e.store) }},
-		{"WatchFromNonZero", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestWatchFromNonZero(ctx, t, e.store) }},
-		{"DelayedWatchDelivery", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestDelayedWatchDelivery(ctx, t, e.store) }},
-		{"WatchContextCancel", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestWatchContextCancel(ctx, t, e.store) }},
+		{"WatchFromZero", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestWatchFromZero(ctx, t, e.store, e.compaction())
+		}},
+		{"DeleteTriggerWatch", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestDeleteTriggerWatch(ctx, t, e.store)
+		}},
+		{"WatchFromNonZero", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestWatchFromNonZero(ctx, t, e.store)
+		}},
+		{"DelayedWatchDelivery", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestDelayedWatchDelivery(ctx, t, e.store)
+		}},
+		{"WatchContextCancel", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestWatchContextCancel(ctx, t, e.store)
+		}},
 		{"WatchDeleteEventObjectHaveLatestRV", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, e.store)
 		}},
@@ -201,13 +231,19 @@ func TestUpstreamStorage(t *testing.T) {
 			ctx, e := setupWithProgress(t, time.Second)
 			storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, e.store, false)
 		}},
-		{"ClusterScopedWatch", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestClusterScopedWatch(ctx, t, e.store) }},
-		{"NamespaceScopedWatch", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestNamespaceScopedWatch(ctx, t, e.store) }},
+		{"ClusterScopedWatch", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestClusterScopedWatch(ctx, t, e.store)
+		}},
+		{"NamespaceScopedWatch", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunTestNamespaceScopedWatch(ctx, t, e.store)
+		}},
 		{"WatchSemantics", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunWatchSemantics(ctx, t, e.store) }},
 		{"WatchSemanticInitialEventsExtended", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, e.store)
 		}},
-		{"WatchListMatchSingle", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunWatchListMatchSingle(ctx, t, e.store) }},
+		{"WatchListMatchSingle", func(ctx context.Context, t *testing.T, e env) {
+			storagetesting.RunWatchListMatchSingle(ctx, t, e.store)
+		}},
 		{"SendInitialEventsBackwardCompatibility", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, e.store)
 		}},
