@@ -33,8 +33,11 @@ e2e: build
 bench: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
 
-fuzz:
-	$(GO) test -run '^$$' -fuzz=FuzzDecodeRecord -fuzztime=30s ./server/storage/bolt/
+
+
 
 clean:
 	rm -rf bin
+fuzz:
+	for f in FuzzDecodeRecord FuzzDecodeLog FuzzSplitHistKey; do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime=30s ./server/storage/bolt/ || exit 1; done
