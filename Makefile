@@ -33,9 +33,6 @@ e2e: build
 bench: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
 
-
-
-
 clean:
 	rm -rf bin
 fuzz:
