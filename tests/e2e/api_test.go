@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+)
+
+// apiClient is an HTTP client authenticated as the admin user.
+func apiClient(t *testing.T) (*http.Client, string) {
+	t.Helper()
+	cfg := shared.RESTConfig(t)
+	tr, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, cfg.Host
+}
+
+func do(t *testing.T, c *http.Client, method, url, contentType, accept string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestAnonymousOnlyHealth(t *testing.T) {
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
+	base := fmt.Sprintf("https://127.0.0.1:%d", shared.Port)
+	for _, p := range []string{"/healthz", "/livez", "/readyz", "/version"} {
+		resp, body := do(t, c, "GET", base+p, "", "", nil)
+		if resp.StatusCode != 200 {
+			t.Errorf("anonymous GET %s: %d %s", p, resp.StatusCode, body)
+		}
+	}
+	for _, p := range []string{"/api", "/apis", "/api/v1/namespaces", "/openapi/v2", "/metrics"} {
+		resp, body := do(t, c, "GET", base+p, "", "", nil)
+		if resp.StatusCode != 401 || !strings.Contains(string(body), `"reason":"Unauthorized"`) {
+			t.Errorf("anonymous GET %s: %d %s, want 401 Unauthorized Status", p, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestDiscoveryOpenAPITable(t *testing.T) {
+	c, base := apiClient(t)
+	// Aggregated discovery echoes its media type and varies on Accept.
+	resp, body := do(t, c, "GET", base+"/apis", "", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json", nil)
+	if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, "apidiscovery.k8s.io") || !strings.Contains(resp.Header.Get("Vary"), "Accept") {
+		t.Fatalf("aggregated discovery: content-type %q vary %q", ct, resp.Header.Get("Vary"))
+	}
+	if !strings.Contains(string(body), `"responseKind"`) || !strings.Contains(string(body), `"scale"`) {
+		t.Fatal("aggregated discovery lacks responseKind or the scale subresource")
+	}
+	// OpenAPI v2 in protobuf and v3 per group-version with a content hash.
+	resp, body = do(t, c, "GET", base+"/openapi/v2", "", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf", nil)
+	if resp.StatusCode != 200 || len(body) < 100000 {
+		t.Fatalf("openapi v2 protobuf: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	_, body = do(t, c, "GET", base+"/openapi/v3", "", "", nil)
+	var root struct {
+		Paths map[string]struct {
+			ServerRelativeURL string `json:"serverRelativeURL"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(body, &root); err != nil {
+		t.Fatal(err)
+	}
+	apps, ok := root.Paths["apis/apps/v1"]
+	if !ok || !strings.Contains(apps.ServerRelativeURL, "hash=") {
+		t.Fatalf("openapi v3 root lacks apps/v1 with a hash: %+v", apps)
+	}
+	resp, body = do(t, c, "GET", base+apps.ServerRelativeURL, "", "application/json", nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "io.k8s.api.apps.v1.Deployment") {
+		t.Fatalf("openapi v3 apps/v1: %d", resp.StatusCode)
+	}
+	// Table and PartialObjectMetadata.
+	_, body = do(t, c, "GET", base+"/api/v1/namespaces", "", "application/json;as=Table;v=v1;g=meta.k8s.io", nil)
+	if !strings.Contains(string(body), `"kind":"Table"`) || !strings.Contains(string(body), `"name":"Status"`) {
+		t.Fatalf("table: %.300s", body)
+	}
+	_, body = do(t, c, "GET", base+"/api/v1/namespaces/default", "", "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io", nil)
+	if !strings.Contains(string(body), `"kind":"PartialObjectMetadata"`) || strings.Contains(string(body), `"spec"`) {
+		t.Fatalf("partial object metadata: %.300s", body)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	ns := namespace(t)
+	c, base := apiClient(t)
+	url := base + "/api/v1/namespaces/" + ns + "/configmaps"
+	cases := []struct {
+		name        string
+		contentType string
+		body        []byte
+		code        int
+		want        string
+	}{
+		{"malformed JSON", "application/json", []byte(`{"apiVersion":"v1","kind":"ConfigMap",`), 400, "BadRequest"},
+		{"malformed YAML", "application/yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: [\n"), 400, "BadRequest"},
+		{"garbage protobuf", "application/vnd.kubernetes.protobuf", []byte("k8s\x00\xff\xff\xff\xff"), 400, "BadRequest"},
+		{"wrong kind", "application/json", []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}`), 400, "BadRequest"},
+		{"invalid name", "application/json", []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"NOT valid"}}`), 422, "Invalid"},
+		{"unknown field strict", "application/json", []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"bogus":1}`), 400, "strict decoding error: unknown field"},
+		{"too large", "application/json", []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"a":"` + strings.Repeat("x", 4<<20) + `"}}`), 413, "RequestEntityTooLarge"},
+		{"deep nesting", "application/json", []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"deep"},"data":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`), 400, "BadRequest"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := url
+			if strings.HasPrefix(tc.name, "unknown field") {
+				u += "?fieldValidation=Strict"
+			}
+			resp, body := do(t, c, "POST", u, tc.contentType, "application/json", tc.body)
+			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) || !strings.Contains(string(body), `"kind":"Status"`) {
+				t.Fatalf("%d %.400s; want %d with %q in a Status", resp.StatusCode, body, tc.code, tc.want)
+			}
+		})
+	}
+	// Nothing was stored, and the server still serves.
+	out := kubectl(t, "get", "configmaps", "-n", ns, "-o", "name")
+	if strings.Contains(out, "configmap/x") || strings.Contains(out, "big") || strings.Contains(out, "deep") {
+		t.Fatalf("bad input was stored: %s", out)
+	}
+	// JSON patch resource exhaustion: a huge number of operations is refused.
+	kubectl(t, "create", "configmap", "p", "-n", ns)
+	var ops []string
+	for i := range 20000 {
+		ops = append(ops, fmt.Sprintf(`{"op":"add","path":"/metadata/labels/l%d","value":"v"}`, i))
+	}
+	resp, body := do(t, c, "PATCH", url+"/p", "application/json-patch+json", "application/json", []byte("["+strings.Join(ops, ",")+"]"))
+	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		t.Fatalf("oversized JSON patch: %d %.300s", resp.StatusCode, body)
+	}
+	// Server-side apply is served (it is upstream's).
+	resp, body = do(t, c, "PATCH", url+"/ssa?fieldManager=e2e", "application/apply-patch+yaml", "application/json",
+		[]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: b}\n"))
+	if resp.StatusCode != 201 || !strings.Contains(string(body), `"manager":"e2e"`) {
+		t.Fatalf("server-side apply: %d %.300s", resp.StatusCode, body)
+	}
+}
