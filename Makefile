@@ -38,3 +38,4 @@ clean:
 fuzz:
 	for f in FuzzDecodeRecord FuzzDecodeLog FuzzSplitHistKey; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime=30s ./server/storage/bolt/ || exit 1; done
+	$(GO) test -run '^$$' -fuzz '^FuzzTxn$$' -fuzztime=30s ./server/storage/etcdapi/
