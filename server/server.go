@@ -138,9 +138,13 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
+	rootCA, err := os.ReadFile(bundle.CACert)
+	if err != nil {
+		return fmt.Errorf("server: read CA: %w", err)
+	}
 	ctrlErr := make(chan error, 1)
 	go func() {
-		ctrlErr <- controllers.Run(ctx, controllers.Config{Client: rc, Logger: log.With("component", "controllers")})
+		ctrlErr <- controllers.Run(ctx, controllers.Config{Client: rc, RootCA: rootCA, Logger: log.With("component", "controllers")})
 	}()
 	if c.Ready != nil {
 		close(c.Ready)

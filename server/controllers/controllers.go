@@ -2,9 +2,11 @@
 // API clients like any operator (they never touch storage), started from
 // this one place and stopped by cancelling the context.
 //
-// The namespace controller and the garbage collector are upstream's
-// (k8s.io/kubernetes/pkg/controller/...): namespace deletion and
-// Background/Foreground/Orphan cascading must behave exactly as upstream.
+// The namespace controller, garbage collector, ServiceAccount controller
+// and root CA publisher are upstream's (k8s.io/kubernetes/pkg/controller/...):
+// namespace deletion, Background/Foreground/Orphan cascading, the `default`
+// ServiceAccount and the `kube-root-ca.crt` ConfigMap in every namespace
+// must behave exactly as upstream.
 package controllers
 
 import (
@@ -26,8 +28,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/controller-manager/pkg/informerfactory"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/pkg/controller/certificates/rootcacertpublisher"
 	"k8s.io/kubernetes/pkg/controller/garbagecollector"
 	namespacecontroller "k8s.io/kubernetes/pkg/controller/namespace"
+	serviceaccountcontroller "k8s.io/kubernetes/pkg/controller/serviceaccount"
 )
 
 // Config configures the controllers.
@@ -35,6 +40,8 @@ type Config struct {
 	// Client is the API the controllers talk to (the server's admin identity).
 	Client *rest.Config
 	Logger *slog.Logger
+	// RootCA is the PEM bundle published as kube-root-ca.crt.
+	RootCA []byte
 	// ResyncPeriod for shared informers (default 12h, as upstream).
 	ResyncPeriod time.Duration
 }
@@ -78,6 +85,20 @@ func Run(ctx context.Context, c Config) error {
 		client.Discovery().ServerPreferredNamespacedResources,
 		shared.Core().V1().Namespaces(), 5*time.Minute, v1.FinalizerKubernetes)
 	run("namespace", func(ctx context.Context) { ns.Run(ctx, 5) })
+
+	sa, err := serviceaccountcontroller.NewServiceAccountsController(klog.FromContext(ctx),
+		shared.Core().V1().ServiceAccounts(), shared.Core().V1().Namespaces(), client,
+		serviceaccountcontroller.DefaultServiceAccountsControllerOptions())
+	if err != nil {
+		return fmt.Errorf("controllers: serviceaccount: %w", err)
+	}
+	run("serviceaccount", func(ctx context.Context) { sa.Run(ctx, 1) })
+
+	pub, err := rootcacertpublisher.NewPublisher(shared.Core().V1().ConfigMaps(), shared.Core().V1().Namespaces(), client, c.RootCA)
+	if err != nil {
+		return fmt.Errorf("controllers: root CA publisher: %w", err)
+	}
+	run("root-ca-cert-publisher", func(ctx context.Context) { pub.Run(ctx, 1) })
 
 	gc, err := newGarbageCollector(ctx, client, md, mapper, informerfactory.NewInformerFactory(shared, mdInformers), started)
 	if err != nil {

@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 const deploymentYAML = `apiVersion: apps/v1
@@ -293,4 +297,50 @@ func TestKubectlDiscoveryAndAuth(t *testing.T) {
 	if strings.TrimSpace(out) != "no" {
 		t.Fatalf("can-i as nobody: %q", out)
 	}
+}
+
+func TestPodsAndServiceAccounts(t *testing.T) {
+	ns := namespace(t)
+	// The ServiceAccount controller creates "default"; admission needs it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, _, err := shared.Kubectl(t, "", "get", "sa", "default", "-n", ns); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("default ServiceAccount never created")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustContain(t, kubectl(t, "get", "configmap", "kube-root-ca.crt", "-n", ns, "-o", "jsonpath={.data.ca\\.crt}"), "BEGIN CERTIFICATE")
+	kubectl(t, "run", "p1", "-n", ns, "--image=skiff/demo:1")
+	// Admission mounted the projected token volume.
+	mustContain(t, kubectl(t, "get", "pod", "p1", "-n", ns, "-o", "jsonpath={.spec.volumes[0].projected.sources[0].serviceAccountToken.path} {.spec.containers[0].volumeMounts[0].mountPath}"),
+		"token /var/run/secrets/kubernetes.io/serviceaccount")
+	mustContain(t, kubectl(t, "get", "pods", "-n", ns, "-o", "wide"), "p1", "Pending", "NOMINATED NODE")
+	mustContain(t, kubectl(t, "get", "pods", "-n", ns, "--field-selector", "status.phase=Pending,spec.nodeName="), "p1")
+	// Tokens from TokenRequest authenticate.
+	token := strings.TrimSpace(kubectl(t, "create", "token", "default", "-n", ns))
+	cfg := shared.RESTConfig(t)
+	kc := filepath.Join(t.TempDir(), "sa.kubeconfig")
+	saConfig := clientcmdapi.NewConfig()
+	saConfig.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	saConfig.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token}
+	saConfig.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "sa"}
+	saConfig.CurrentContext = "c"
+	if err := clientcmd.WriteToFile(*saConfig, kc); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := shared.Kubectl(t, "", "--kubeconfig", kc, "auth", "whoami")
+	if err != nil {
+		t.Fatalf("whoami with a ServiceAccount token: %v %s", err, errOut)
+	}
+	mustContain(t, out, "system:serviceaccount:"+ns+":default")
+	// Exec needs a node, which does not exist yet: a clear error, as upstream.
+	_, errOut, err = shared.Kubectl(t, "", "exec", "p1", "-n", ns, "--", "true")
+	if err == nil || !strings.Contains(errOut, "pod p1 does not have a host assigned") {
+		t.Fatalf("exec into an unscheduled pod: %v %s", err, errOut)
+	}
+	// An unscheduled pod is deleted at once.
+	kubectl(t, "delete", "pod", "p1", "-n", ns, "--wait", "--timeout=20s")
 }
