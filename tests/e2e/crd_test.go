@@ -57,7 +57,7 @@ func TestCustomResources(t *testing.T) {
 	kubectl(t, "patch", "widget", "w1", "-n", ns, "--type=merge", "-p", `{"spec":{"size":4}}`)
 	// Deleting the CRD removes its objects.
 	kubectl(t, "delete", "crd", "widgets.example.skiff.dev", "--wait", "--timeout=60s")
-	if _, errOut, err := shared.Kubectl(t, "", "get", "widgets", "-n", ns); err == nil || !strings.Contains(errOut, "the server doesn't have a resource type") {
+	if _, errOut, err := shared.Kubectl(t, "", "get", "widgets", "-n", ns); err == nil || !(strings.Contains(errOut, "the server doesn't have a resource type") || strings.Contains(errOut, "the server could not find the requested resource")) {
 		t.Fatalf("widgets still served after CRD deletion: %v %s", err, errOut)
 	}
 }
