@@ -18,6 +18,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	cacheddiscovery "k8s.io/client-go/discovery/cached/memory"
@@ -45,6 +47,9 @@ type Config struct {
 	// ResyncPeriod for shared informers (default 12h, as upstream).
 	ResyncPeriod time.Duration
 }
+
+// rootCAConfigMap is the ConfigMap the root CA publisher maintains.
+const rootCAConfigMap = "kube-root-ca.crt"
 
 // Run starts every controller and blocks until ctx ends.
 func Run(ctx context.Context, c Config) error {
@@ -94,7 +99,12 @@ func Run(ctx context.Context, c Config) error {
 	}
 	run("serviceaccount", func(ctx context.Context) { sa.Run(ctx, 1) })
 
-	pub, err := rootcacertpublisher.NewPublisher(shared.Core().V1().ConfigMaps(), shared.Core().V1().Namespaces(), client, c.RootCA)
+	// The publisher only cares about kube-root-ca.crt: watch just those
+	// ConfigMaps rather than decoding every ConfigMap write in the cluster.
+	caMaps := informers.NewSharedInformerFactoryWithOptions(client, c.ResyncPeriod, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", rootCAConfigMap).String()
+	}))
+	pub, err := rootcacertpublisher.NewPublisher(caMaps.Core().V1().ConfigMaps(), shared.Core().V1().Namespaces(), client, c.RootCA)
 	if err != nil {
 		return fmt.Errorf("controllers: root CA publisher: %w", err)
 	}
@@ -113,10 +123,12 @@ func Run(ctx context.Context, c Config) error {
 	})
 
 	shared.Start(ctx.Done())
+	caMaps.Start(ctx.Done())
 	mdInformers.Start(ctx.Done())
 	close(started)
 	<-ctx.Done()
 	shared.Shutdown()
+	caMaps.Shutdown()
 	mdInformers.Shutdown()
 	wg.Wait()
 	return nil
