@@ -111,7 +111,6 @@ func Run(ctx context.Context, c Config) error {
 			Port:             c.HTTPSPort,
 			EtcdEndpoint:     "unix://" + sock,
 			CACert:           bundle.CACert,
-			CAKey:            bundle.CAKey,
 			ServingCert:      bundle.ServingCert,
 			ServingKey:       bundle.ServingKey,
 			SAKey:            bundle.SAKey,
@@ -119,7 +118,6 @@ func Run(ctx context.Context, c Config) error {
 			ServiceCIDR:      c.ServiceCIDR,
 			NodePortRange:    c.NodePortRange,
 			ExtraArgs:        c.APIServerArgs,
-			Logger:           log.With("component", "apiserver"),
 		})
 	}()
 

@@ -12,7 +12,6 @@ package apiserver
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,7 +38,7 @@ type Config struct {
 	// EtcdEndpoint is the etcd API endpoint of the storage (unix://...).
 	EtcdEndpoint string
 
-	CACert, CAKey           string
+	CACert                  string
 	ServingCert, ServingKey string
 	SAKey, SAPub            string
 
@@ -48,7 +47,6 @@ type Config struct {
 	// ExtraArgs are appended kube-apiserver flags (--name=value), for
 	// settings Skiff does not model.
 	ExtraArgs []string
-	Logger    *slog.Logger
 }
 
 // anonymousPaths are the only paths an unauthenticated client may reach.
