@@ -118,6 +118,7 @@ func Run(ctx context.Context, c Config) error {
 			ServiceCIDR:      c.ServiceCIDR,
 			NodePortRange:    c.NodePortRange,
 			ExtraArgs:        c.APIServerArgs,
+			Logger:           log,
 		})
 	}()
 

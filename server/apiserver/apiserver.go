@@ -12,6 +12,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
@@ -47,6 +49,8 @@ type Config struct {
 	// ExtraArgs are appended kube-apiserver flags (--name=value), for
 	// settings Skiff does not model.
 	ExtraArgs []string
+	// Logger receives the upstream components' klog output.
+	Logger *slog.Logger
 }
 
 // anonymousPaths are the only paths an unauthenticated client may reach.
@@ -115,6 +119,10 @@ func Run(ctx context.Context, c Config) error {
 	featureGate := s.GenericServerRunOptions.ComponentGlobalsRegistry.FeatureGateFor(basecompatibility.DefaultKubeComponent)
 	if err := logsapi.ValidateAndApply(s.Logs, featureGate); err != nil {
 		return fmt.Errorf("apiserver: logging: %w", err)
+	}
+	if c.Logger != nil {
+		// Route klog (every upstream component in the process) to slog.
+		klog.SetSlogLogger(c.Logger)
 	}
 	// The loopback clients should not log the server's own warnings.
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})

@@ -13,7 +13,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 // TestCrashDuringWriteStorm kills the server with SIGKILL while 16 clients
@@ -38,6 +40,18 @@ func TestCrashDuringWriteStorm(t *testing.T) {
 	first, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "first"}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// An informer that lives through the crash: after the restart its watch
+	// resumes from a resourceVersion older than the new watch window, gets
+	// 410 Gone, relists, and carries on.
+	infCtx, stopInformer := context.WithCancel(ctx)
+	defer stopInformer()
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	inf := factory.Core().V1().ConfigMaps().Informer()
+	factory.Start(infCtx.Done())
+	if !cache.WaitForCacheSync(infCtx.Done(), inf.HasSynced) {
+		t.Fatal("informer did not sync")
 	}
 
 	var (
@@ -103,6 +117,17 @@ func TestCrashDuringWriteStorm(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("write after recovery: %v", err)
 	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if _, ok, _ := inf.GetStore().GetByKey(ns + "/after"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("informer never recovered after the restart")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopInformer()
 	// A watch from before the restart is older than the new watch window.
 	w, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
 	if err != nil {
