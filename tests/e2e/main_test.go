@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -217,7 +218,8 @@ func namespace(t *testing.T) string {
 	if len(name) > 50 {
 		name = name[:50]
 	}
-	name = strings.Trim(name, "-")
+	// A suffix keeps repeated runs (-count) from meeting a terminating namespace.
+	name = fmt.Sprintf("%s-%04x", strings.Trim(name, "-"), rand.IntN(1<<16))
 	kubectl(t, "create", "namespace", name)
 	t.Cleanup(func() { shared.Kubectl(t, "", "delete", "namespace", name, "--wait=false") })
 	return name
