@@ -196,7 +196,9 @@ func TestWatchListBookmark(t *testing.T) {
 	for ev := range w.ResultChan() {
 		switch ev.Type {
 		case watch.Added:
-			added++
+			if strings.HasPrefix(ev.Object.(*corev1.ConfigMap).Name, "wl-") {
+				added++
+			}
 		case watch.Bookmark:
 			cm := ev.Object.(*corev1.ConfigMap)
 			if cm.Annotations[metav1.InitialEventsAnnotationKey] != "true" {
