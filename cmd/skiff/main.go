@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 )
@@ -14,7 +15,15 @@ import (
 // Set by the build (-ldflags -X main.version=...).
 var version = "dev"
 
+// defaultGCPercent is the GC target when $GOGC is unset. Measured on the
+// server under the API benchmark: same throughput as Go's default of 100,
+// ~20 MB less idle and ~60 MB less peak anonymous memory.
+const defaultGCPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff:", err)
 		os.Exit(1)
