@@ -12,10 +12,12 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,10 +71,13 @@ type lease struct {
 
 // job is one unit of work for the writer. fn runs inside the write
 // transaction with the revision the job would write at; it reports whether it
-// wrote (then the revision advances) and the events it produced. fn must not
-// modify the database when it returns an error.
+// wrote (then the revision advances) and the events it produced. A job whose
+// fn fails rolls back its batch, which is retried without it, so fn may run
+// more than once and must only change the database; in-memory bookkeeping
+// goes in after, which runs once the commit is durable.
 type job struct {
 	fn     func(tx *bolt.Tx, rev int64) (wrote bool, events []storage.Event, err error)
+	after  func()
 	err    error
 	rev    int64
 	wrote  bool
@@ -186,7 +191,10 @@ func (b *Backend) DBSize() int64 {
 
 // submit hands a job to the writer and waits for its commit.
 func (b *Backend) submit(ctx context.Context, fn func(tx *bolt.Tx, rev int64) (bool, []storage.Event, error)) (*job, error) {
-	j := &job{fn: fn, done: make(chan struct{})}
+	return b.submitJob(ctx, &job{fn: fn, done: make(chan struct{})})
+}
+
+func (b *Backend) submitJob(ctx context.Context, j *job) (*job, error) {
 	select {
 	case b.jobs <- j:
 	case <-b.stop:
@@ -238,43 +246,62 @@ func (b *Backend) failPending() {
 	}
 }
 
+// errJobFailed aborts a batch transaction so that a failed job's partial
+// writes are rolled back; the batch is then retried without that job.
+var errJobFailed = errors.New("bolt: job failed")
+
 func (b *Backend) commit(batch []*job) {
 	b.mu.RLock()
-	rev := b.rev
+	start := b.rev
 	b.mu.RUnlock()
-	start := rev
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		for _, j := range batch {
-			wrote, events, err := j.fn(tx, rev+1)
-			if err != nil {
-				j.err = err
-				j.rev = rev
-				continue
+	for {
+		rev := start
+		var failed *job
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			for _, j := range batch {
+				wrote, events, err := j.fn(tx, rev+1)
+				if err != nil {
+					// bbolt has no savepoints: roll the whole batch back.
+					j.err, failed = err, j
+					return errJobFailed
+				}
+				if wrote {
+					rev++
+				}
+				j.wrote, j.events, j.rev = wrote, events, rev
 			}
-			if wrote {
-				rev++
+			if rev != start {
+				return tx.Bucket(bucketMeta).Put(metaRev, revBytes(rev))
 			}
-			j.wrote, j.events, j.rev = wrote, events, rev
+			return nil
+		})
+		if failed != nil {
+			close(failed.done)
+			batch = slices.DeleteFunc(batch, func(j *job) bool { return j == failed })
+			if len(batch) == 0 {
+				return
+			}
+			continue
 		}
-		if rev != start {
-			return tx.Bucket(bucketMeta).Put(metaRev, revBytes(rev))
-		}
-		return nil
-	})
-	if err != nil {
-		b.log.Error("storage commit failed", "err", err, "transactions", len(batch))
-		for _, j := range batch {
-			if j.err == nil {
+		if err != nil {
+			b.log.Error("storage commit failed", "err", err, "transactions", len(batch))
+			for _, j := range batch {
 				j.err = fmt.Errorf("bolt: commit: %w", err)
+				j.wrote, j.events = false, nil
+				close(j.done)
 			}
-			j.wrote, j.events = false, nil
+			return
+		}
+		for _, j := range batch {
+			if j.after != nil {
+				j.after()
+			}
+		}
+		b.publish(batch, rev)
+		for _, j := range batch {
 			close(j.done)
 		}
 		return
-	}
-	b.publish(batch, rev)
-	for _, j := range batch {
-		close(j.done)
 	}
 }
 

@@ -26,25 +26,24 @@ func (b *Backend) LeaseGrant(ctx context.Context, id, ttl int64) (storage.LeaseI
 	if ttl <= 0 {
 		ttl = 1
 	}
-	_, err := b.submit(ctx, func(tx *bolt.Tx, _ int64) (bool, []storage.Event, error) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
+	j := &job{done: make(chan struct{})}
+	j.fn = func(tx *bolt.Tx, _ int64) (bool, []storage.Event, error) {
+		leases := tx.Bucket(bucketLease)
 		if id == 0 {
-			for id == 0 || b.leases[id] != nil {
+			for id == 0 || leases.Get(revBytes(id)) != nil {
 				id = rand.Int64()
 			}
-		} else if b.leases[id] != nil {
+		} else if leases.Get(revBytes(id)) != nil {
 			return false, nil, storage.ErrLeaseExists
 		}
-		if err := tx.Bucket(bucketLease).Put(revBytes(id), binary.AppendUvarint(nil, uint64(ttl))); err != nil {
-			return false, nil, err
-		}
-		// Registered before commit; a failed commit leaves an unused lease
-		// in memory that simply expires.
+		return false, nil, leases.Put(revBytes(id), binary.AppendUvarint(nil, uint64(ttl)))
+	}
+	j.after = func() {
+		b.mu.Lock()
 		b.leases[id] = &lease{ttl: ttl, expiry: time.Now().Add(time.Duration(ttl) * time.Second)}
-		return false, nil, nil
-	})
-	if err != nil {
+		b.mu.Unlock()
+	}
+	if _, err := b.submitJob(ctx, j); err != nil {
 		return storage.LeaseInfo{}, err
 	}
 	return storage.LeaseInfo{ID: id, TTL: ttl, GrantedTTL: ttl}, nil
@@ -53,15 +52,13 @@ func (b *Backend) LeaseGrant(ctx context.Context, id, ttl int64) (storage.LeaseI
 // LeaseRevoke deletes the lease and every key attached to it; it returns the
 // revision after the deletion.
 func (b *Backend) LeaseRevoke(ctx context.Context, id int64) (int64, error) {
-	j, err := b.submit(ctx, func(tx *bolt.Tx, rev int64) (bool, []storage.Event, error) {
-		b.mu.RLock()
-		_, ok := b.leases[id]
-		b.mu.RUnlock()
-		if !ok {
+	j := &job{done: make(chan struct{})}
+	j.fn = func(tx *bolt.Tx, rev int64) (bool, []storage.Event, error) {
+		prefix := revBytes(id)
+		if tx.Bucket(bucketLease).Get(prefix) == nil {
 			return false, nil, storage.ErrLeaseNotFound
 		}
 		var ops []storage.Op
-		prefix := revBytes(id)
 		c := tx.Bucket(bucketLeaseKeys).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			ops = append(ops, storage.Op{Type: storage.OpDelete, Key: bytes.Clone(k[8:])})
@@ -77,12 +74,14 @@ func (b *Backend) LeaseRevoke(ctx context.Context, id int64) (int64, error) {
 		if err := tx.Bucket(bucketLease).Delete(prefix); err != nil {
 			return false, nil, err
 		}
+		return len(events) > 0, events, nil
+	}
+	j.after = func() {
 		b.mu.Lock()
 		delete(b.leases, id)
 		b.mu.Unlock()
-		return len(events) > 0, events, nil
-	})
-	if err != nil {
+	}
+	if _, err := b.submitJob(ctx, j); err != nil {
 		return 0, err
 	}
 	return j.rev, nil

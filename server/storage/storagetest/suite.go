@@ -351,6 +351,22 @@ func testCompaction(t *testing.T, open Opener) {
 	if err := be.Compact(ctx, r5+10); !errors.Is(err, storage.ErrFutureRev) {
 		t.Fatalf("compacting the future: %v", err)
 	}
+	// A transaction that fails part-way (its range op reads a compacted
+	// revision after its put) leaves nothing behind.
+	before := be.CurrentRevision()
+	_, err := be.Txn(ctx, nil, []storage.Op{
+		{Type: storage.OpPut, Key: []byte("/partial"), Value: []byte("x")},
+		{Type: storage.OpRange, Key: []byte("/c"), Range: storage.RangeOptions{Revision: r1}},
+	}, nil)
+	if !errors.Is(err, storage.ErrCompacted) {
+		t.Fatalf("transaction reading a compacted revision: %v", err)
+	}
+	if get(t, be, "/partial", 0) != nil || be.CurrentRevision() != before {
+		t.Fatal("a failed transaction left a partial write")
+	}
+	if r := put(t, be, "/after-failure", "ok"); r != before+1 {
+		t.Fatalf("revision after a failed transaction: %d, want %d", r, before+1)
+	}
 	// Compaction keeps the store bounded: repeated updates of one key with
 	// compaction in between do not accumulate versions.
 	for range 5 {
