@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -123,19 +124,19 @@ func Run(ctx context.Context, c Config) error {
 	}()
 
 	admin := adminConfig(bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort))
-	if err := waitReady(ctx, admin, apiErr); err != nil {
+	rc, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, rc, apiErr); err != nil {
 		return err
 	}
 	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.WriteKubeconfig != "" {
-		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)); err != nil {
+		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, admin); err != nil {
 			return err
 		}
 		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
-	}
-	rc, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
-	if err != nil {
-		return err
 	}
 	rootCA, err := os.ReadFile(bundle.CACert)
 	if err != nil {
@@ -257,9 +258,10 @@ func adminConfig(b *pki.Bundle, server string) *clientcmdapi.Config {
 	return cfg
 }
 
-func writeKubeconfig(path string, mode os.FileMode, b *pki.Bundle, server string) error {
-	cfg := adminConfig(b, server)
-	// Embed the credentials so the file is usable on its own.
+// writeKubeconfig writes cfg with its certificate files embedded, so the
+// file is usable on its own.
+func writeKubeconfig(path string, mode os.FileMode, admin *clientcmdapi.Config) error {
+	cfg := admin.DeepCopy()
 	for _, c := range cfg.Clusters {
 		data, err := os.ReadFile(c.CertificateAuthority)
 		if err != nil {
@@ -299,11 +301,8 @@ func writeKubeconfig(path string, mode os.FileMode, b *pki.Bundle, server string
 	return os.Rename(tmp, path)
 }
 
-func waitReady(ctx context.Context, cfg *clientcmdapi.Config, apiErr <-chan error) error {
-	rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
-	if err != nil {
-		return err
-	}
+func waitReady(ctx context.Context, admin *rest.Config, apiErr <-chan error) error {
+	rc := rest.CopyConfig(admin)
 	rc.Timeout = 2 * time.Second
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {

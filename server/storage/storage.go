@@ -28,6 +28,8 @@ var (
 	ErrLeaseExists = errors.New("lease already exists")
 	// ErrInvalidKey: the key is empty or contains a NUL byte.
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrDuplicateKey: a transaction writes the same key twice.
+	ErrDuplicateKey = errors.New("duplicate key given in txn request")
 	// ErrClosed: the backend was closed.
 	ErrClosed = errors.New("storage closed")
 )

@@ -489,7 +489,7 @@ func validateTxn(cmps []storage.Compare, success, failure []storage.Op) error {
 				continue
 			}
 			if seen[string(op.Key)] {
-				return fmt.Errorf("%w: duplicate key %q in transaction", storage.ErrInvalidKey, op.Key)
+				return fmt.Errorf("%w: %q", storage.ErrDuplicateKey, op.Key)
 			}
 			seen[string(op.Key)] = true
 		}

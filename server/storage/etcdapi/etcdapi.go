@@ -90,6 +90,8 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCLeaseNotFound
 	case errors.Is(err, storage.ErrLeaseExists):
 		return rpctypes.ErrGRPCLeaseExist
+	case errors.Is(err, storage.ErrDuplicateKey):
+		return rpctypes.ErrGRPCDuplicateKey
 	case errors.Is(err, storage.ErrInvalidKey):
 		return status.Error(codes.InvalidArgument, "etcdserver: "+err.Error())
 	case errors.Is(err, context.Canceled):
@@ -230,9 +232,6 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	}
 	res, err := s.be.Txn(ctx, cmps, success, failure)
 	if err != nil {
-		if errors.Is(err, storage.ErrInvalidKey) {
-			return nil, rpctypes.ErrGRPCDuplicateKey
-		}
 		return nil, toGRPC(err)
 	}
 	hdr := s.header(res.Revision)
