@@ -16,13 +16,15 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/skiff-sh/skiff/tests/testserver"
 )
 
 // TestCrashDuringWriteStorm kills the server with SIGKILL while 16 clients
 // write, restarts it, and checks that every acknowledged write survived,
 // nothing is half-applied, and old resourceVersions answer 410 Expired.
 func TestCrashDuringWriteStorm(t *testing.T) {
-	s, err := StartServer(filepath.Join(t.TempDir(), "crash"))
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "crash"))
 	if err != nil {
 		t.Fatal(err)
 	}

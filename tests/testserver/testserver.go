@@ -1,0 +1,164 @@
+// Package testserver starts the real skiff binary for end-to-end tests: a
+// `skiff server` on an ephemeral port with its own data directory, plus
+// helpers to drive it with the embedded kubectl.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Binary returns the skiff binary under test: $SKIFF_BIN, or one built from
+// the module root (given relative to the calling test package) into dir.
+func Binary(moduleRoot, dir string) (string, error) {
+	if b := os.Getenv("SKIFF_BIN"); b != "" {
+		return b, nil
+	}
+	bin := filepath.Join(dir, "skiff")
+	fmt.Fprintln(os.Stderr, "testserver: SKIFF_BIN not set; building skiff (make e2e sets it)")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/skiff")
+	cmd.Dir = moduleRoot
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build skiff: %w", err)
+	}
+	return bin, nil
+}
+
+// Server is a running `skiff server` process.
+type Server struct {
+	DataDir    string
+	Kubeconfig string
+	Port       int
+	Log        string
+	// Bin is the skiff binary; Args are extra `skiff server` flags.
+	Bin  string
+	Args []string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartServer starts skiff server with its state in dir and waits for the
+// kubeconfig it writes once the API is ready.
+func StartServer(bin, dir string, args ...string) (*Server, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Bin: bin, Args: args, DataDir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log")}
+	return s, s.Start()
+}
+
+// Start (re)starts the process on the same data dir and port.
+func (s *Server) Start() error {
+	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+		return err
+	}
+	_ = os.Remove(s.Kubeconfig)
+	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"server", "--data-dir", s.DataDir, "--https-listen-port", fmt.Sprint(s.Port),
+		"--bind-address", "127.0.0.1", "--write-kubeconfig", s.Kubeconfig, "--disable-agent"}, s.Args...)
+	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start skiff server: %w", err)
+	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
+	deadline := time.After(60 * time.Second)
+	for {
+		if _, err := os.Stat(s.Kubeconfig); err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("skiff server exited during start; log:\n%s", s.Tail())
+		case <-deadline:
+			s.Kill()
+			return fmt.Errorf("skiff server not ready after 60s; log:\n%s", s.Tail())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Tail returns the end of the server log.
+func (s *Server) Tail() string {
+	b, _ := os.ReadFile(s.Log)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// Stop sends SIGTERM and waits.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.Kill()
+	}
+}
+
+// Kill sends SIGKILL and waits.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// RESTConfig returns a client config for the admin user.
+func (s *Server) RESTConfig(t testing.TB) *rest.Config {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 1000, 1000
+	return cfg
+}
+
+// Kubectl runs the embedded kubectl against s.
+func (s *Server) Kubectl(t testing.TB, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.Bin, append([]string{"kubectl"}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
