@@ -1,8 +1,12 @@
-// Command loadgen is Skiff's API load generator for `make bench`: C
-// concurrent client-go clients create N ConfigMaps in a fresh namespace while
-// a watcher records when each create is seen; then the N objects are listed.
-// It prints one JSON line of results. It works against any Kubernetes API,
-// so the same binary measures Skiff and the upstream baseline.
+// Command loadgen is Skiff's API load generator for `make bench`. In the
+// default "create" mode, C concurrent client-go clients create N ConfigMaps
+// in a fresh namespace while a watcher records when each create is seen;
+// then the N objects are listed. In "ssa" mode the clients server-side
+// apply N Deployments (creating them), then apply all N again with a
+// changed image and replica count (updating them through the apply path);
+// the watcher and the LIST work as in create mode. It prints one JSON line
+// of results. It works against any Kubernetes API, so the same binary
+// measures Skiff and the upstream baseline.
 package main
 
 import (
@@ -16,20 +20,32 @@ import (
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
 type result struct {
-	Label        string  `json:"label"`
-	Objects      int     `json:"objects"`
-	Clients      int     `json:"clients"`
-	CreatesPerS  float64 `json:"creates_per_s"`
-	CreateP50ms  float64 `json:"create_p50_ms"`
-	CreateP99ms  float64 `json:"create_p99_ms"`
+	Label   string `json:"label"`
+	Mode    string `json:"mode"`
+	Objects int    `json:"objects"`
+	Clients int    `json:"clients"`
+	// Creates (in ssa mode: the first apply of each object, which creates it).
+	CreatesPerS float64 `json:"creates_per_s"`
+	CreateP50ms float64 `json:"create_p50_ms"`
+	CreateP99ms float64 `json:"create_p99_ms"`
+	// ssa mode only: the second apply of each object, which changes it.
+	UpdatesPerS  float64 `json:"updates_per_s,omitempty"`
+	UpdateP50ms  float64 `json:"update_p50_ms,omitempty"`
+	UpdateP99ms  float64 `json:"update_p99_ms,omitempty"`
 	WatchP50ms   float64 `json:"watch_seen_p50_ms"`
 	WatchP99ms   float64 `json:"watch_seen_p99_ms"`
 	ListMs       float64 `json:"list_ms"`
@@ -47,17 +63,78 @@ func percentile(d []time.Duration, p float64) float64 {
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API to load")
-	n := flag.Int("n", 3000, "ConfigMaps to create")
+	mode := flag.String("mode", "create", `"create" (ConfigMaps) or "ssa" (server-side apply of Deployments)`)
+	n := flag.Int("n", 3000, "objects to create")
 	c := flag.Int("c", 16, "concurrent clients")
 	label := flag.String("label", "", "label for the result line")
 	flag.Parse()
-	if err := run(*kubeconfig, *n, *c, *label); err != nil {
+	if *mode != "create" && *mode != "ssa" {
+		fmt.Fprintf(os.Stderr, "loadgen: unknown -mode %q\n", *mode)
+		os.Exit(2)
+	}
+	if err := run(*kubeconfig, *mode, *n, *c, *label); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, n, c int, label string) error {
+// workers runs op for k = 0..n-1 on c concurrent workers and returns the
+// elapsed time and per-operation latencies.
+func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Duration, error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, c)
+	errs := make(chan error, c)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range c {
+		wg.Go(func() {
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(n) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(i, int(k)); err != nil {
+					errs <- err
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	select {
+	case err := <-errs:
+		return 0, nil, err
+	default:
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	return elapsed, all, nil
+}
+
+// deployment is the apply configuration loadgen applies in ssa mode.
+func deployment(name, ns, image string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
+	labels := map[string]string{"app": name, "loadgen": "ssa"}
+	return appsv1ac.Deployment(name, ns).
+		WithLabels(labels).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{"app": name})).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(labels).
+				WithSpec(corev1ac.PodSpec().WithContainers(corev1ac.Container().
+					WithName("app").WithImage(image).
+					WithPorts(corev1ac.ContainerPort().WithName("http").WithContainerPort(8080)).
+					WithEnv(corev1ac.EnvVar().WithName("NAME").WithValue(name)).
+					WithResources(corev1ac.ResourceRequirements().WithRequests(corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}))))))
+}
+
+func run(kubeconfig, mode string, n, c int, label string) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
@@ -76,7 +153,27 @@ func run(kubeconfig string, n, c int, label string) error {
 	defer admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 
 	var created sync.Map // name -> time the create was sent
-	w, err := admin.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{})
+	var w watch.Interface
+	var nameOf func(runtime.Object) (string, bool)
+	if mode == "ssa" {
+		w, err = admin.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{})
+		nameOf = func(obj runtime.Object) (string, bool) {
+			d, ok := obj.(*appsv1.Deployment)
+			if !ok {
+				return "", false
+			}
+			return d.Name, true
+		}
+	} else {
+		w, err = admin.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{})
+		nameOf = func(obj runtime.Object) (string, bool) {
+			cm, ok := obj.(*corev1.ConfigMap)
+			if !ok {
+				return "", false
+			}
+			return cm.Name, true
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -89,11 +186,11 @@ func run(kubeconfig string, n, c int, label string) error {
 			if ev.Type != watch.Added {
 				continue
 			}
-			cm, ok := ev.Object.(*corev1.ConfigMap)
+			name, ok := nameOf(ev.Object)
 			if !ok {
 				continue
 			}
-			if t0, ok := created.Load(cm.Name); ok {
+			if t0, ok := created.Load(name); ok {
 				seenLat = append(seenLat, time.Since(t0.(time.Time)))
 				if len(seenLat) == n {
 					return
@@ -109,36 +206,47 @@ func run(kubeconfig string, n, c int, label string) error {
 			return err
 		}
 	}
-	var next atomic.Int64
-	lat := make([][]time.Duration, c)
-	errs := make(chan error, c)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range c {
-		wg.Go(func() {
-			for {
-				k := next.Add(1) - 1
-				if k >= int64(n) {
-					return
-				}
-				name := fmt.Sprintf("cm-%06d", k)
-				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"key": "value-" + name}}
-				t0 := time.Now()
-				created.Store(name, t0)
-				if _, err := clients[i].CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-					errs <- err
-					return
-				}
-				lat[i] = append(lat[i], time.Since(t0))
+	r := result{Label: label, Mode: mode, Objects: n, Clients: c}
+	var elapsed time.Duration
+	var lat []time.Duration
+	if mode == "ssa" {
+		applyOpts := metav1.ApplyOptions{FieldManager: "loadgen", Force: true}
+		elapsed, lat, err = workers(c, n, func(i, k int) error {
+			name := fmt.Sprintf("deploy-%06d", k)
+			created.Store(name, time.Now())
+			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:1", 1), applyOpts)
+			if err == nil && d.Generation != 1 {
+				err = fmt.Errorf("first apply of %s: generation %d, want 1", name, d.Generation)
 			}
+			return err
 		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	select {
-	case err := <-errs:
-		return err
-	default:
+		if err != nil {
+			return err
+		}
+		upElapsed, upLat, err := workers(c, n, func(i, k int) error {
+			name := fmt.Sprintf("deploy-%06d", k)
+			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:2", 2), applyOpts)
+			if err == nil && (d.Generation != 2 || d.Spec.Template.Spec.Containers[0].Image != "registry.example/app:2") {
+				err = fmt.Errorf("second apply of %s: generation %d image %s", name, d.Generation, d.Spec.Template.Spec.Containers[0].Image)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		r.UpdatesPerS = float64(n) / upElapsed.Seconds()
+		r.UpdateP50ms, r.UpdateP99ms = percentile(upLat, 0.50), percentile(upLat, 0.99)
+	} else {
+		elapsed, lat, err = workers(c, n, func(i, k int) error {
+			name := fmt.Sprintf("cm-%06d", k)
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"key": "value-" + name}}
+			created.Store(name, time.Now())
+			_, err := clients[i].CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
 	select {
 	case <-watchDone:
@@ -148,23 +256,26 @@ func run(kubeconfig string, n, c int, label string) error {
 	<-watchDone
 
 	t0 := time.Now()
-	list, err := admin.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
+	var listed int
+	if mode == "ssa" {
+		list, err := admin.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		listed = len(list.Items)
+	} else {
+		list, err := admin.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		listed = len(list.Items)
 	}
 	listDur := time.Since(t0)
 
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	r := result{
-		Label: label, Objects: n, Clients: c,
-		CreatesPerS: float64(n) / elapsed.Seconds(),
-		CreateP50ms: percentile(all, 0.50), CreateP99ms: percentile(all, 0.99),
-		WatchP50ms: percentile(seenLat, 0.50), WatchP99ms: percentile(seenLat, 0.99),
-		ListMs: float64(listDur.Microseconds()) / 1000, ListedItems: len(list.Items),
-		WatchMissing: n - len(seenLat),
-	}
+	r.CreatesPerS = float64(n) / elapsed.Seconds()
+	r.CreateP50ms, r.CreateP99ms = percentile(lat, 0.50), percentile(lat, 0.99)
+	r.WatchP50ms, r.WatchP99ms = percentile(seenLat, 0.50), percentile(seenLat, 0.99)
+	r.ListMs, r.ListedItems = float64(listDur.Microseconds())/1000, listed
+	r.WatchMissing = n - len(seenLat)
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
