@@ -232,7 +232,8 @@ spec:
 func applyDatabaseCRD(t *testing.T) {
 	t.Helper()
 	kubectlIn(t, databaseCRD, "apply", "--server-side", "-f", "-")
-	t.Cleanup(func() { shared.Kubectl(t, "", "delete", "crd", "databases.ssa.e2e.skiff.dev", "--wait=false") })
+	// Wait for the deletion so the next test applying it starts afresh.
+	t.Cleanup(func() { shared.Kubectl(t, "", "delete", "crd", "databases.ssa.e2e.skiff.dev", "--timeout=60s") })
 	kubectl(t, "wait", "--for=condition=Established", "crd/databases.ssa.e2e.skiff.dev", "--timeout=30s")
 }
 

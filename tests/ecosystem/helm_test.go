@@ -308,10 +308,7 @@ func TestHelmChartWithCRD(t *testing.T) {
 		t.Fatalf("chart has %d CRDs", len(ch.CRDObjects()))
 	}
 	crdName := "crontabs.helm.ecosystem.skiff.dev"
-	t.Cleanup(func() {
-		_ = dynamicClient(t).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).
-			Delete(context.Background(), crdName, metav1.DeleteOptions{})
-	})
+	deleteCRD(t, crdName)
 
 	var log requestLog
 	cfg := helmConfig(t, ns, &log)

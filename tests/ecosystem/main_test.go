@@ -18,7 +18,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -109,6 +111,26 @@ func eventually(t testing.TB, timeout time.Duration, what string, f func() error
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// deleteCRD deletes a CRD at the end of a test and waits until it is gone,
+// so a repeated run (-count) does not meet it terminating.
+func deleteCRD(t *testing.T, name string) {
+	t.Cleanup(func() {
+		gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+		crds := dynamicClient(t).Resource(gvr)
+		if err := crds.Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete CRD %s: %v", name, err)
+			return
+		}
+		eventually(t, 60*time.Second, "CRD "+name+" deleted", func() error {
+			_, err := crds.Get(context.Background(), name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("get: %v", err)
+		})
+	})
 }
 
 // requestLog records the requests a client sends, to check which API paths

@@ -220,9 +220,7 @@ func TestControllerRuntimeOperator(t *testing.T) {
 	ctx := context.Background()
 	cs := admin(t)
 	kubectlIn(t, configSourceCRD, "apply", "--server-side", "-f", "-")
-	t.Cleanup(func() {
-		shared.Kubectl(t, "", "delete", "crd", "configsources.operator.ecosystem.skiff.dev", "--wait=false")
-	})
+	deleteCRD(t, "configsources.operator.ecosystem.skiff.dev")
 	kubectlIn(t, "", "wait", "--for=condition=Established", "crd/configsources.operator.ecosystem.skiff.dev", "--timeout=30s")
 
 	t.Cleanup(func() {
