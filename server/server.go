@@ -14,7 +14,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -48,6 +50,10 @@ type Config struct {
 	Ready chan<- struct{}
 }
 
+// startupMemoryLimit is the heap ceiling at which the GC runs during
+// start-up, while it is otherwise off.
+const startupMemoryLimit = 256 << 20
+
 func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") }
 
 // Run runs the control plane until ctx ends.
@@ -57,6 +63,18 @@ func Run(ctx context.Context, c Config) error {
 		log = slog.Default()
 	}
 	start := time.Now()
+	// Start-up allocates a few hundred MB of short-lived garbage (API
+	// groups, OpenAPI specs); collecting it while building costs ~0.2 s of
+	// the 2 cores. Collect only past a ceiling until ready, then restore
+	// the configured GC target and hand the spike back to the OS.
+	gcPercent := debug.SetGCPercent(-1)
+	memLimit := debug.SetMemoryLimit(startupMemoryLimit)
+	restoreGC := sync.OnceFunc(func() {
+		debug.SetGCPercent(gcPercent)
+		debug.SetMemoryLimit(memLimit)
+		go debug.FreeOSMemory()
+	})
+	defer restoreGC()
 	dir := c.serverDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("server: create data dir: %w", err)
@@ -131,6 +149,7 @@ func Run(ctx context.Context, c Config) error {
 	if err := waitReady(ctx, rc, apiErr); err != nil {
 		return err
 	}
+	restoreGC()
 	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.WriteKubeconfig != "" {
 		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, admin); err != nil {

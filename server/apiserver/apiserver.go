@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -133,5 +134,31 @@ func Run(ctx context.Context, c Config) error {
 	if errs := completed.Validate(); len(errs) != 0 {
 		return fmt.Errorf("apiserver: %w", utilerrors.NewAggregate(errs))
 	}
-	return app.Run(ctx, completed)
+	if completed.InformerName == nil {
+		if completed.InformerName, err = cache.NewInformerName("kube-apiserver"); err != nil {
+			return fmt.Errorf("apiserver: %w", err)
+		}
+	}
+	// app.Run, unrolled so Skiff can swap the slow bootstrap hooks.
+	config, err := app.NewConfig(completed)
+	if err != nil {
+		return fmt.Errorf("apiserver: config: %w", err)
+	}
+	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	cc, err := config.Complete()
+	if err != nil {
+		return fmt.Errorf("apiserver: complete config: %w", err)
+	}
+	chain, err := app.CreateServerChain(cc)
+	if err != nil {
+		return fmt.Errorf("apiserver: create server chain: %w", err)
+	}
+	if err := addBootstrapHooks(chain.GenericAPIServer); err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	prepared, err := chain.PrepareRun()
+	if err != nil {
+		return fmt.Errorf("apiserver: prepare: %w", err)
+	}
+	return prepared.Run(ctx)
 }

@@ -1,0 +1,121 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-helpers/auth/rbac/reconciliation"
+	schedulingapiv1 "k8s.io/kubernetes/pkg/apis/scheduling/v1"
+	rbacrest "k8s.io/kubernetes/pkg/registry/rbac/rest"
+	schedulingrest "k8s.io/kubernetes/pkg/registry/scheduling/rest"
+	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
+)
+
+// Upstream's bootstrap hooks for the RBAC policy and the system priority
+// classes wait a full second (wait.Poll) before their first attempt, and
+// /readyz waits for them: alone they make a warm start take over a second.
+// Skiff replaces them with hooks that do the same reconciliation at once and
+// retry quickly while the loopback client is not yet served.
+var replacedHooks = []string{rbacrest.PostStartHookName, schedulingrest.PostStartHookName}
+
+const (
+	bootstrapRetry   = 50 * time.Millisecond
+	bootstrapTimeout = 30 * time.Second
+)
+
+func addBootstrapHooks(s *genericapiserver.GenericAPIServer) error {
+	if err := s.AddPostStartHook("skiff/bootstrap-roles", hook(ensureRBAC)); err != nil {
+		return err
+	}
+	return s.AddPostStartHook("skiff/bootstrap-priority-classes", hook(ensurePriorityClasses))
+}
+
+func hook(f func(context.Context, kubernetes.Interface) error) genericapiserver.PostStartHookFunc {
+	return func(hc genericapiserver.PostStartHookContext) error {
+		client, err := kubernetes.NewForConfig(hc.LoopbackClientConfig)
+		if err != nil {
+			return err
+		}
+		var last error
+		err = wait.PollUntilContextTimeout(hc, bootstrapRetry, bootstrapTimeout, true, func(ctx context.Context) (bool, error) {
+			last = f(ctx, client)
+			return last == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w (last error: %v)", err, last)
+		}
+		return nil
+	}
+}
+
+// ensureRBAC reconciles upstream's bootstrap policy (the same roles and
+// bindings kube-apiserver creates, from bootstrappolicy) into the cluster.
+func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
+	rbac := client.RbacV1()
+	for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
+		if _, err := (&reconciliation.ReconcileRoleOptions{
+			Role:    reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
+			Client:  reconciliation.ClusterRoleModifier{Client: rbac.ClusterRoles()},
+			Confirm: true,
+		}).Run(); err != nil {
+			return fmt.Errorf("clusterrole %s: %w", r.Name, err)
+		}
+	}
+	for _, b := range append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...) {
+		if _, err := (&reconciliation.ReconcileRoleBindingOptions{
+			RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
+			Client:      reconciliation.ClusterRoleBindingClientAdapter{Client: rbac.ClusterRoleBindings()},
+			Confirm:     true,
+		}).Run(); err != nil {
+			return fmt.Errorf("clusterrolebinding %s: %w", b.Name, err)
+		}
+	}
+	for _, roles := range bootstrappolicy.NamespaceRoles() {
+		for _, r := range roles {
+			if _, err := (&reconciliation.ReconcileRoleOptions{
+				Role:    reconciliation.RoleRuleOwner{Role: &r},
+				Client:  reconciliation.RoleModifier{Client: rbac, NamespaceClient: client.CoreV1().Namespaces()},
+				Confirm: true,
+			}).Run(); err != nil {
+				return fmt.Errorf("role %s/%s: %w", r.Namespace, r.Name, err)
+			}
+		}
+	}
+	for _, bindings := range bootstrappolicy.NamespaceRoleBindings() {
+		for _, b := range bindings {
+			if _, err := (&reconciliation.ReconcileRoleBindingOptions{
+				RoleBinding: reconciliation.RoleBindingAdapter{RoleBinding: &b},
+				Client:      reconciliation.RoleBindingClientAdapter{Client: rbac, NamespaceClient: client.CoreV1().Namespaces()},
+				Confirm:     true,
+			}).Run(); err != nil {
+				return fmt.Errorf("rolebinding %s/%s: %w", b.Namespace, b.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ensurePriorityClasses creates system-cluster-critical and
+// system-node-critical as upstream does.
+func ensurePriorityClasses(ctx context.Context, client kubernetes.Interface) error {
+	pcs := client.SchedulingV1().PriorityClasses()
+	for _, pc := range schedulingapiv1.SystemPriorityClasses() {
+		_, err := pcs.Get(ctx, pc.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = pcs.Create(ctx, pc, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				err = nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("priorityclass %s: %w", pc.Name, err)
+		}
+	}
+	return nil
+}
