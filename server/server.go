@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
 	"github.com/skiff-sh/skiff/server/pki"
+	"github.com/skiff-sh/skiff/server/scheduler"
 	"github.com/skiff-sh/skiff/server/storage/bolt"
 	"github.com/skiff-sh/skiff/server/storage/etcdapi"
 )
@@ -45,7 +48,18 @@ type Config struct {
 	ServiceCIDR        string
 	NodePortRange      string
 	APIServerArgs      []string
-	Logger             *slog.Logger
+	// ClusterCIDR is the pod network; each node gets a /24 from it.
+	ClusterCIDR string
+	// Node loss: a node without heartbeats for NodeMonitorGracePeriod is
+	// marked unreachable, and its pods are evicted after the toleration
+	// (seconds) pods get by default for the not-ready/unreachable taints.
+	NodeMonitorGracePeriod   time.Duration
+	DefaultTolerationSeconds int
+	ControllerManagerArgs    []string
+	SchedulerArgs            []string
+	DisableControllerManager bool
+	DisableScheduler         bool
+	Logger                   *slog.Logger
 	// Ready, when set, is closed once the API answers /readyz.
 	Ready chan<- struct{}
 }
@@ -136,7 +150,7 @@ func Run(ctx context.Context, c Config) error {
 			SAPub:            bundle.SAPub,
 			ServiceCIDR:      c.ServiceCIDR,
 			NodePortRange:    c.NodePortRange,
-			ExtraArgs:        c.APIServerArgs,
+			ExtraArgs:        append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
 			Logger:           log,
 		})
 	}()
@@ -157,14 +171,10 @@ func Run(ctx context.Context, c Config) error {
 		}
 		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
 	}
-	rootCA, err := os.ReadFile(bundle.CACert)
+	ctrlErr, err := startControlLoops(ctx, c, bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort), log)
 	if err != nil {
-		return fmt.Errorf("server: read CA: %w", err)
+		return err
 	}
-	ctrlErr := make(chan error, 1)
-	go func() {
-		ctrlErr <- controllers.Run(ctx, controllers.Config{Client: rc, RootCA: rootCA, Logger: log.With("component", "controllers")})
-	}()
 	if c.Ready != nil {
 		close(c.Ready)
 	}
@@ -177,9 +187,97 @@ func Run(ctx context.Context, c Config) error {
 		}
 		return <-apiErr
 	case <-ctx.Done():
+		// Let the API server drain before its storage goes away.
+		select {
+		case <-apiErr:
+		case <-time.After(shutdownTimeout):
+		}
 		return nil
 	}
 }
+
+// shutdownTimeout bounds how long a stopping server waits for the API
+// server to finish in-flight requests.
+const shutdownTimeout = 15 * time.Second
+
+func tolerationArgs(seconds int) []string {
+	if seconds <= 0 {
+		return nil
+	}
+	v := strconv.Itoa(seconds)
+	return []string{"--default-not-ready-toleration-seconds=" + v, "--default-unreachable-toleration-seconds=" + v}
+}
+
+// startControlLoops starts the controller manager and the scheduler, each
+// as an API client with its own certificate identity. The returned channel
+// reports the first of them to fail.
+func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string, log *slog.Logger) (<-chan error, error) {
+	errc := make(chan error, 2)
+	credDir := filepath.Join(c.serverDir(), "cred")
+	if err := os.MkdirAll(credDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	kubeconfig := func(name, cn string) (string, error) {
+		cert, key, err := b.EnsureClient(name, pkix.Name{CommonName: cn})
+		if err != nil {
+			return "", err
+		}
+		cfg := clientConfig(b.CACert, cert, key, server)
+		path := filepath.Join(credDir, name+".kubeconfig")
+		if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+			return "", fmt.Errorf("server: write %s: %w", path, err)
+		}
+		return path, nil
+	}
+	if !c.DisableControllerManager {
+		kc, err := kubeconfig("controller", "system:kube-controller-manager")
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			errc <- controllers.Run(ctx, controllers.Config{
+				Kubeconfig:             kc,
+				CACert:                 b.CACert,
+				CAKey:                  b.CAKey,
+				SAKey:                  b.SAKey,
+				ClusterCIDR:            c.ClusterCIDR,
+				NodeCIDRMaskSize:       24,
+				ServiceCIDR:            c.ServiceCIDR,
+				NodeMonitorGracePeriod: c.NodeMonitorGracePeriod,
+				NodeMonitorPeriod:      nodeMonitorPeriod,
+				QPS:                    controlLoopQPS,
+				Burst:                  2 * controlLoopQPS,
+				ExtraArgs:              c.ControllerManagerArgs,
+			})
+		}()
+	}
+	if !c.DisableScheduler {
+		kc, err := kubeconfig("scheduler", "system:kube-scheduler")
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			errc <- scheduler.Run(ctx, scheduler.Config{
+				StateDir:   filepath.Join(c.serverDir(), "scheduler"),
+				Kubeconfig: kc,
+				QPS:        controlLoopQPS,
+				Burst:      2 * controlLoopQPS,
+				ExtraArgs:  c.SchedulerArgs,
+			})
+		}()
+	}
+	return errc, nil
+}
+
+const (
+	// controlLoopQPS is the client rate limit of the in-process control
+	// loops: their connection is loopback, so upstream's 20-50 QPS (sized
+	// for a remote, shared API server) would only slow them down.
+	controlLoopQPS = 1000
+	// nodeMonitorPeriod is how often node health is checked (upstream 5 s);
+	// a short period keeps node-loss detection within its grace period.
+	nodeMonitorPeriod = 2 * time.Second
+)
 
 func servingNames(c Config, advertise net.IP) pki.Serving {
 	s := pki.Serving{
@@ -269,9 +367,13 @@ func writeNodeToken(dir string, b *pki.Bundle, secret string) error {
 }
 
 func adminConfig(b *pki.Bundle, server string) *clientcmdapi.Config {
+	return clientConfig(b.CACert, b.AdminCert, b.AdminKey, server)
+}
+
+func clientConfig(ca, cert, key, server string) *clientcmdapi.Config {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: b.CACert}
-	cfg.AuthInfos["default"] = &clientcmdapi.AuthInfo{ClientCertificate: b.AdminCert, ClientKey: b.AdminKey}
+	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: ca}
+	cfg.AuthInfos["default"] = &clientcmdapi.AuthInfo{ClientCertificate: cert, ClientKey: key}
 	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "default"}
 	cfg.CurrentContext = "default"
 	return cfg

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,7 +31,14 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Usage: "ClusterIP range for Services"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Usage: "port range for NodePort Services"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "do not run a node agent in the server process"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", Usage: "pod network; each node gets a /24 from it"},
+			&cli.DurationFlag{Name: "node-monitor-grace-period", Value: 30 * time.Second, Usage: "a node silent this long is marked unreachable (upstream default 50s; heartbeats come every 10s)"},
+			&cli.IntFlag{Name: "default-toleration-seconds", Value: 15, Usage: "how long pods stay on a not-ready or unreachable node before eviction, unless they set tolerations (upstream default 300)"},
+			&cli.BoolFlag{Name: "disable-scheduler", Usage: "do not run the scheduler"},
+			&cli.BoolFlag{Name: "disable-controller-manager", Usage: "do not run the controllers"},
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable)"},
+			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra flag for the embedded kube-controller-manager (name=value, repeatable)"},
+			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra flag for the embedded kube-scheduler (name=value, repeatable)"},
 		},
 		Action: runServer,
 	}
@@ -44,6 +53,12 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		Token:           c.String("token"),
 		ServiceCIDR:     c.String("service-cidr"),
 		NodePortRange:   c.String("service-node-port-range"),
+		ClusterCIDR:     c.String("cluster-cidr"),
+
+		NodeMonitorGracePeriod:   c.Duration("node-monitor-grace-period"),
+		DefaultTolerationSeconds: c.Int("default-toleration-seconds"),
+		DisableScheduler:         c.Bool("disable-scheduler"),
+		DisableControllerManager: c.Bool("disable-controller-manager"),
 	}
 	if cfg.BindAddress = net.ParseIP(c.String("bind-address")); cfg.BindAddress == nil {
 		return cfg, fmt.Errorf("--bind-address %q is not an IP address", c.String("bind-address"))
@@ -64,10 +79,28 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if _, _, err := net.ParseCIDR(cfg.ServiceCIDR); err != nil {
 		return cfg, fmt.Errorf("--service-cidr %q: %w", cfg.ServiceCIDR, err)
 	}
-	for _, a := range c.StringSlice("kube-apiserver-arg") {
-		cfg.APIServerArgs = append(cfg.APIServerArgs, "--"+a)
+	if _, _, err := net.ParseCIDR(cfg.ClusterCIDR); err != nil {
+		return cfg, fmt.Errorf("--cluster-cidr %q: %w", cfg.ClusterCIDR, err)
 	}
+	if cfg.NodeMonitorGracePeriod < 10*time.Second {
+		return cfg, fmt.Errorf("--node-monitor-grace-period %s is shorter than the 10s heartbeat interval", cfg.NodeMonitorGracePeriod)
+	}
+	if cfg.DefaultTolerationSeconds < 0 {
+		return cfg, fmt.Errorf("--default-toleration-seconds %d is negative", cfg.DefaultTolerationSeconds)
+	}
+	cfg.APIServerArgs = componentArgs(c.StringSlice("kube-apiserver-arg"))
+	cfg.ControllerManagerArgs = componentArgs(c.StringSlice("kube-controller-manager-arg"))
+	cfg.SchedulerArgs = componentArgs(c.StringSlice("kube-scheduler-arg"))
 	return cfg, nil
+}
+
+// componentArgs turns name=value pairs into --name=value flags.
+func componentArgs(pairs []string) []string {
+	var args []string
+	for _, a := range pairs {
+		args = append(args, "--"+strings.TrimPrefix(a, "--"))
+	}
+	return args
 }
 
 func runServer(c *cli.Context) error {

@@ -306,3 +306,14 @@ func (b *Bundle) ensureSAKey() error {
 	}
 	return writeAtomic(b.SAPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
 }
+
+// EnsureClient keeps a client certificate for subject (a control-plane
+// component's identity) as client-<name>.crt/.key and returns the paths.
+func (b *Bundle) EnsureClient(name string, subject pkix.Name) (cert, key string, err error) {
+	cert = filepath.Join(b.Dir, "client-"+name+".crt")
+	key = filepath.Join(b.Dir, "client-"+name+".key")
+	if err := b.ensureLeaf(cert, key, subject, x509.ExtKeyUsageClientAuth, Serving{}); err != nil {
+		return "", "", fmt.Errorf("pki: %s client certificate: %w", name, err)
+	}
+	return cert, key, nil
+}
