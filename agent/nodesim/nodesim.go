@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 )
@@ -367,8 +368,31 @@ func (s *Sim) registerNode(ctx context.Context, i int) error {
 	return nil
 }
 
-// reportStatus writes the node's status as a healthy kubelet does.
+// reportStatus writes the node's status as a healthy kubelet does,
+// retrying on conflicts with controllers that update the node too (IPAM,
+// node lifecycle).
 func (s *Sim) reportStatus(ctx context.Context, n *node, cur *v1.Node) error {
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if cur == nil {
+			var err error
+			if cur, err = s.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		_, err := s.client.CoreV1().Nodes().UpdateStatus(ctx, s.healthyStatus(n, cur), metav1.UpdateOptions{FieldManager: "nodesim"})
+		cur = nil
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("nodesim: status of %s: %w", n.name, err)
+	}
+	s.mu.Lock()
+	n.reported = time.Now()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Sim) healthyStatus(n *node, cur *v1.Node) *v1.Node {
 	now := metav1.Now()
 	cond := func(t v1.NodeConditionType, st v1.ConditionStatus, reason, msg string) v1.NodeCondition {
 		c := v1.NodeCondition{Type: t, Status: st, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
@@ -394,13 +418,7 @@ func (s *Sim) reportStatus(ctx context.Context, n *node, cur *v1.Node) error {
 		KernelVersion: "nodesim", OSImage: "Skiff node simulator", ContainerRuntimeVersion: "nodesim://1",
 		KubeletVersion: "v1.37.2-nodesim", OperatingSystem: "linux", Architecture: "amd64",
 	}
-	if _, err := s.client.CoreV1().Nodes().UpdateStatus(ctx, st, metav1.UpdateOptions{FieldManager: "nodesim"}); err != nil {
-		return fmt.Errorf("nodesim: status of %s: %w", n.name, err)
-	}
-	s.mu.Lock()
-	n.reported = now.Time
-	s.mu.Unlock()
-	return nil
+	return st
 }
 
 // heartbeats renews every live node's Lease each interval (spread over the
