@@ -12,7 +12,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 \
 	-X k8s.io/client-go/pkg/version.gitMinor=37
 # Unit and integration tests; e2e tests exec the built binary.
-UNIT_PKGS := . ./server/storage/... ./server/pki/...
+UNIT_PKGS := . ./server/storage/... ./server/pki/... ./agent/...
 TEST_FLAGS ?= -race -count=1
 
 .PHONY: all build test unit e2e e2e-slow bench fuzz clean
@@ -28,7 +28,7 @@ unit:
 	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
 
 e2e: build
-	SKIFF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./tests/...
+	SKIFF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -parallel 8 ./tests/...
 
 bench: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh

@@ -236,16 +236,38 @@ func (s *Sim) Restore(name string) error { return s.setLost(name, false) }
 
 func (s *Sim) setLost(name string, lost bool) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	n, ok := s.nodes[name]
 	if !ok {
+		s.mu.Unlock()
 		return fmt.Errorf("nodesim: no node %q", name)
 	}
+	resumed := n.lost && !lost
 	n.lost = lost
-	if !lost {
+	if resumed {
 		n.reported = time.Time{} // report Ready again at once
 	}
+	s.mu.Unlock()
+	if resumed {
+		s.requeueNode(name)
+	}
 	return nil
+}
+
+// requeueNode queues every pod bound to a node, so a node that comes back
+// catches up with what happened while it was away.
+func (s *Sim) requeueNode(name string) {
+	if s.pods == nil {
+		return
+	}
+	pods, err := s.pods.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName == name {
+			s.queue.Add(p.Namespace + "/" + p.Name)
+		}
+	}
 }
 
 // Delete removes the simulated nodes from the cluster.
@@ -270,6 +292,7 @@ func (s *Sim) nodeChanged(n *v1.Node) {
 		lost := v == "true"
 		if sn.lost && !lost {
 			sn.reported = time.Time{}
+			defer func() { go s.requeueNode(n.Name) }()
 		}
 		sn.lost = lost
 	}
