@@ -64,6 +64,13 @@ type Config struct {
 	Ready chan<- struct{}
 }
 
+// Idle heap beyond memTrimThreshold is handed back to the OS every
+// memTrimInterval (see trimMemory).
+const (
+	memTrimInterval  = 30 * time.Second
+	memTrimThreshold = 8 << 20
+)
+
 // startupMemoryLimit is the heap ceiling at which the GC runs during
 // start-up, while it is otherwise off.
 const startupMemoryLimit = 256 << 20
@@ -164,6 +171,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	restoreGC()
+	go trimMemory(ctx, log, memTrimInterval, memTrimThreshold)
 	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.WriteKubeconfig != "" {
 		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, admin); err != nil {
