@@ -42,11 +42,17 @@ spec:
 `, name, pool, image, replicas)
 }
 
-// podHistory watches pods with a label selector and checks an invariant
-// after every event, in the order the API delivered them.
+// podHistory watches the pods and ReplicaSets of a Deployment and checks
+// the rolling-update bounds after every event, in the order the API
+// delivered them: the ReplicaSets' desired replicas never exceed
+// replicas+maxSurge (the bound the Deployment controller enforces; pods
+// themselves may briefly outnumber it while an old ReplicaSet's scaled-down
+// pods are still being deleted), and ready pods never drop below
+// replicas-maxUnavailable.
 type podHistory struct {
 	mu         sync.Mutex
 	pods       map[string]*v1.Pod
+	rsReplicas map[string]int32
 	maxTotal   int
 	minReady   int
 	violations []string
@@ -62,23 +68,42 @@ func ready(p *v1.Pod) bool {
 	return false
 }
 
-func (h *podHistory) counts() (total, readyN int) {
+func (h *podHistory) counts() (desired, readyN int) {
+	for _, r := range h.rsReplicas {
+		desired += int(r)
+	}
 	for _, p := range h.pods {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		total++
-		if ready(p) {
+		if p.DeletionTimestamp == nil && ready(p) {
 			readyN++
 		}
 	}
 	return
 }
 
+func (h *podHistory) checkLocked(rv string) {
+	if !h.checking {
+		return
+	}
+	desired, r := h.counts()
+	if desired > h.maxTotal {
+		h.violations = append(h.violations, fmt.Sprintf("rv %s: ReplicaSets want %d pods > %d (maxSurge)", rv, desired, h.maxTotal))
+	}
+	if r < h.minReady {
+		h.violations = append(h.violations, fmt.Sprintf("rv %s: %d ready < %d (maxUnavailable)", rv, r, h.minReady))
+	}
+}
+
 func watchPods(t *testing.T, ns, selector string, maxTotal, minReady int) *podHistory {
 	t.Helper()
-	h := &podHistory{pods: map[string]*v1.Pod{}, maxTotal: maxTotal, minReady: minReady}
+	h := &podHistory{pods: map[string]*v1.Pod{}, rsReplicas: map[string]int32{}, maxTotal: maxTotal, minReady: minReady}
 	cs := admin(t)
+	rss, err := cs.AppsV1().ReplicaSets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range rss.Items {
+		h.rsReplicas[string(rs.UID)] = *rs.Spec.Replicas
+	}
 	list, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		t.Fatal(err)
@@ -105,19 +130,33 @@ func watchPods(t *testing.T, ns, selector string, maxTotal, minReady int) *podHi
 			} else {
 				h.pods[string(p.UID)] = p
 			}
-			if h.checking {
-				total, r := h.counts()
-				if total > h.maxTotal {
-					h.violations = append(h.violations, fmt.Sprintf("rv %s: %d pods > %d (maxSurge)", p.ResourceVersion, total, h.maxTotal))
-				}
-				if r < h.minReady {
-					h.violations = append(h.violations, fmt.Sprintf("rv %s: %d ready < %d (maxUnavailable)", p.ResourceVersion, r, h.minReady))
-				}
-			}
+			h.checkLocked(p.ResourceVersion)
 			h.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { cancel(); w.Stop(); <-done })
+	rw, err := cs.AppsV1().ReplicaSets(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rss.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsDone := make(chan struct{})
+	go func() {
+		defer close(rsDone)
+		for ev := range rw.ResultChan() {
+			rs, ok := ev.Object.(*appsv1.ReplicaSet)
+			if !ok {
+				continue
+			}
+			h.mu.Lock()
+			if ev.Type == watch.Deleted {
+				delete(h.rsReplicas, string(rs.UID))
+			} else {
+				h.rsReplicas[string(rs.UID)] = *rs.Spec.Replicas
+			}
+			h.checkLocked(rs.ResourceVersion)
+			h.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); w.Stop(); rw.Stop(); <-done; <-rsDone })
 	return h
 }
 
