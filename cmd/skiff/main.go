@@ -39,6 +39,7 @@ func newApp() *cli.App {
 			serverCommand(),
 			kubectlCommand(),
 			nodesimCommand(),
+			checkConfigCommand(),
 		},
 	}
 }
