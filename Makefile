@@ -33,6 +33,13 @@ e2e: build
 bench: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
 
+# Control loops with simulated nodes only (scheduler throughput, pod
+# startup latency, 30,000-pod scale, idle memory); BENCH_SCHED=1 with
+# `make bench` runs them after the API benchmarks.
+.PHONY: bench-sched
+bench-sched: build
+	SKIFF_BIN=$(CURDIR)/$(BIN) BENCH_SCHED=only ./scripts/bench.sh
+
 clean:
 	rm -rf bin
 fuzz:

@@ -103,6 +103,159 @@ crd_growth() {
   CRD_RESULT="$res;$line"
 }
 
+# --- control loops with simulated nodes (optional) ---
+# BENCH_SCHED=1 runs this after the API benchmarks, BENCH_SCHED=only runs
+# just this (make bench-sched). schedbench (tests/bench/schedbench) runs an
+# in-process node simulator fleet against a fresh server per measurement:
+#  - idle: whole-server RssAnon/VmRSS with no nodes after BENCH_SETTLE s;
+#  - throughput: pods bound/s, 1000 nodes / 10,000 pods and 5000 nodes /
+#    10,000 pods (upstream scheduler_perf SchedulingBasic, which has no
+#    kubelets: here the 5000 simulated nodes renew their Leases every 60 s
+#    instead of kubelet's 10 s, whose 500 writes/s alone overload a 2-core
+#    host);
+#  - startup: 100 nodes, 20 pods/s for 60 s with churn, create -> Running;
+#  - scale: 1000 nodes, 30,000 pods from Deployments: time to all Running,
+#    API p99 of the tool's requests, LIST of all pods, then server memory.
+# Also per run: server CPU seconds (from /proc) and the host load average,
+# since the host is shared. Servers get a --cluster-cidr with room for the
+# fleet (the default /16 holds 256 node /24s) and a node monitor grace
+# period of 5m: node-loss detection is not measured here, and a large fleet
+# registering on a loaded host would otherwise go Unknown before its
+# heartbeats start (the simulator starts them once every node is registered).
+# Throughput and scale runs stop at their time budget and report what got
+# done ("INCOMPLETE") so the section stays within ~15 minutes.
+# Knobs: BENCH_SCHED_NODES, BENCH_SCHED_PODS, BENCH_SCHED_BIG_NODES,
+# BENCH_SCHED_BIG_HEARTBEAT,
+# BENCH_SCHED_STARTUP_NODES, BENCH_SCHED_RATE, BENCH_SCHED_DURATION,
+# BENCH_SCHED_SCALE_NODES, BENCH_SCHED_SCALE_PODS, BENCH_SCHED_REPLICAS,
+# BENCH_SCHED_TIMEOUT (throughput time budget per run),
+# BENCH_SCHED_SCALE_TIMEOUT, BENCH_SCHED_CIDR, BENCH_SCHED_GRACE.
+SCHED=${BENCH_SCHED:-0}
+start_skiff_sched() { # dir port -> SKIFF_PID (a server with a wide cluster CIDR)
+  local dir=$1 port=$2
+  "$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 \
+    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent \
+    --cluster-cidr "${BENCH_SCHED_CIDR:-10.128.0.0/9}" --node-monitor-grace-period "${BENCH_SCHED_GRACE:-5m}" >>"$dir.log" 2>&1 &
+  SKIFF_PID=$!
+  wait_ready "https://127.0.0.1:$port" "$SKIFF_PID" "$dir.log"
+  until [ -f "$dir/kubeconfig.yaml" ]; do sleep 0.02; done
+}
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat"; }
+# sched_run name args...: schedbench on the running server; SCHED_OUT = its
+# JSON line with the server's CPU seconds, memory and the load average added.
+sched_run() {
+  local name=$1 c0 c1 l0 res rc=0; shift
+  c0=$(cpu_s "$SKIFF_PID"); l0=$(cut -d' ' -f1-3 /proc/loadavg)
+  res=$("$work/schedbench" -kubeconfig "$work/$name/kubeconfig.yaml" -label skiff "$@") || rc=$?
+  c1=$(cpu_s "$SKIFF_PID")
+  res=$(python3 - "$res" "$c0" "$c1" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(mem "$SKIFF_PID") VmHWM=$(( $(kb "$SKIFF_PID" VmHWM) / 1024 ))" <<'PY'
+import json, sys
+out, c0, c1, l0, l1, mem = sys.argv[1:7]
+try:
+    r = json.loads(out.strip().splitlines()[-1])
+except (ValueError, IndexError):
+    r = {"unparsed": out}
+r["server_cpu_s"] = round(float(c1) - float(c0), 1)
+r["server_mb_after"] = dict(kv.split("=") for kv in mem.split())
+r["loadavg_before_after"] = l0 + " / " + l1
+print(json.dumps(r))
+PY
+)
+  if [ $rc -ne 0 ]; then res="FAILED (exit $rc): $res"; failed=1; log "schedbench $name: exit $rc"; fi
+  SCHED_OUT=$res
+}
+sched_bench() {
+  local nodes=${BENCH_SCHED_NODES:-1000} pods=${BENCH_SCHED_PODS:-10000} big=${BENCH_SCHED_BIG_NODES:-5000}
+  local snodes=${BENCH_SCHED_SCALE_NODES:-1000} spods=${BENCH_SCHED_SCALE_PODS:-30000}
+  local tmo=${BENCH_SCHED_TIMEOUT:-100s} stmo=${BENCH_SCHED_SCALE_TIMEOUT:-270s} bighb=${BENCH_SCHED_BIG_HEARTBEAT:-60s}
+  local port idle tp tp_big startup scale t0 report summary
+  t0=$(date +%s)
+  go build -o "$work/schedbench" "$root/tests/bench/schedbench"
+  port=$(free_port)
+  log "sched: idle server, then throughput ($nodes nodes, $pods pods)"
+  start_skiff_sched "$work/sched-tp" "$port"
+  sleep "$SETTLE"; idle="$(mem "$SKIFF_PID")"
+  sched_run sched-tp -mode throughput -nodes "$nodes" -pods "$pods" -timeout "$tmo"; tp=$SCHED_OUT
+  stop_skiff; rm -rf "$work/sched-tp"
+  log "sched: throughput ($big nodes, $pods pods, heartbeats every $bighb)"
+  start_skiff_sched "$work/sched-big" "$port"
+  sched_run sched-big -mode throughput -nodes "$big" -pods "$pods" -timeout "$tmo" -heartbeat "$bighb"; tp_big=$SCHED_OUT
+  stop_skiff; rm -rf "$work/sched-big"
+  log "sched: pod startup latency (${BENCH_SCHED_RATE:-20} pods/s churn)"
+  start_skiff_sched "$work/sched-startup" "$port"
+  sched_run sched-startup -mode startup -nodes "${BENCH_SCHED_STARTUP_NODES:-100}" \
+    -rate "${BENCH_SCHED_RATE:-20}" -duration "${BENCH_SCHED_DURATION:-60s}"; startup=$SCHED_OUT
+  stop_skiff; rm -rf "$work/sched-startup"
+  log "sched: scale ($snodes nodes, $spods pods)"
+  start_skiff_sched "$work/sched-scale" "$port"
+  sched_run sched-scale -mode scale -nodes "$snodes" -pods "$spods" -replicas "${BENCH_SCHED_REPLICAS:-300}" -timeout "$stmo"; scale=$SCHED_OUT
+  stop_skiff; rm -rf "$work/sched-scale"
+  summary=$(python3 - "$idle" "$tp" "$tp_big" "$startup" "$scale" <<'PY'
+import json, sys
+idle = sys.argv[1]
+def parse(s):
+    failed = s.startswith("FAILED")
+    if failed:
+        s = s.split(": ", 1)[-1]
+    try:
+        r = json.loads(s)
+    except ValueError:
+        return None
+    if failed:
+        r["failed"] = True
+    return r
+tp, big, st, sc = (parse(a) for a in sys.argv[2:6])
+def inc(r):
+    s = " FAILED: %s;" % r.get("error", "see above") if r.get("failed") else ""
+    return s + (" INCOMPLETE: " + r["incomplete"] + ";" if r.get("incomplete") else "")
+def cpu(r, n):
+    m = r.get("server")
+    s = "server CPU %.0f s for the whole run" % r["server_cpu_s"]
+    if m:
+        s += ", %.0f s measured phase (%.1f ms/pod)" % (m["process_cpu_s"], 1000 * m["process_cpu_s"] / max(n, 1))
+    s += ", load %s" % r["loadavg_before_after"]
+    if m:
+        s += "; scheduler algorithm %.1f ms/pod (filter %.1f, score %.1f), bind call %.0f ms, pod SLI %.0f ms; API writes %.0f ms avg, storage %.0f ms" % (
+            m["sched_algorithm_avg_ms"], m["sched_filter_avg_ms"], m["sched_score_avg_ms"], m["sched_bind_avg_ms"], m["sched_pod_sli_avg_ms"],
+            m["apiserver_write_avg_ms"], m["storage_write_avg_ms"])
+    return s
+mb = dict(kv.split("=") for kv in idle.split())
+print("idle anonymous memory, no nodes: RssAnon %s MB (target <= 60 MB; upstream kube-apiserver + etcd alone: 207 MB)" % mb.get("RssAnon"))
+for name, r in (("throughput", tp), ("throughput (SchedulingBasic shape)", big)):
+    if r:
+        print("%s %d nodes / %d pods:%s %.0f pods/s bound first->last, %.0f overall incl. creation (target >= 1000; upstream CI floor 270 at 5000 nodes); creates %.0f/s; create->bound p50 %.0f / p99 %.0f ms; nodes schedulable after %.0f s; %s" % (
+            name, r["nodes"], r.get("pods", 0), inc(r), r.get("bound_per_s_first_to_last", 0), r.get("bound_per_s_overall", 0), r.get("creates_per_s", 0),
+            r.get("create_to_bound_p50_ms", 0), r.get("create_to_bound_p99_ms", 0), r.get("nodes_ready_s", 0), cpu(r, r.get("bound", 0))))
+if st:
+    print("pod startup %d nodes, %.0f pods/s for %.0f s (churn):%s create->Running p50 %.0f / p99 %.0f ms (SLO p99 5 s; target <= 1 s); %s" % (
+        st["nodes"], st.get("rate_per_s", 0), st.get("duration_s", 0), inc(st), st["create_to_running_p50_ms"], st["create_to_running_p99_ms"], cpu(st, st.get("pods", 0))))
+if sc:
+    m = sc.get("server_mb_after", {})
+    print("scale %d nodes / %d pods:%s all Running in %.0f s; API p99 of the tool's requests %.0f ms (SLO <= 1 s); LIST all %d pods %.0f ms (JSON %.0f ms); server RssAnon %s MB, VmRSS %s MB, peak VmHWM %s MB (target <= 1 GB); %s" % (
+        sc["nodes"], sc["pods"], inc(sc), sc.get("all_running_s", 0), sc["api"]["p99_ms"], sc.get("listed_pods", 0), sc.get("list_all_pods_ms", 0),
+        sc.get("list_all_pods_json_ms", 0), m.get("RssAnon"), m.get("VmRSS"), m.get("VmHWM"), cpu(sc, sc.get("running", 0))))
+PY
+) || summary="(summary failed)"
+  report="$out/sched-$(date +%Y%m%d-%H%M%S).txt"
+  {
+    echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin  section: $(( $(date +%s) - t0 )) s"
+    echo "sched idle MB (no nodes, settled ${SETTLE}s): $idle"
+    echo "sched throughput:       $tp"
+    echo "sched throughput big:   $tp_big"
+    echo "sched startup:          $startup"
+    echo "sched scale:            $scale"
+    echo "$summary"
+  } > "$report"
+  echo
+  echo "=== sched bench report: $report"
+  cat "$report"
+}
+if [ "$SCHED" = only ]; then
+  sched_bench
+  if [ "$failed" -ne 0 ]; then echo "bench: some measurements FAILED (see above)" >&2; exit 1; fi
+  exit 0
+fi
+
 # --- skiff ---
 port=$(free_port)
 log "skiff: cold start, idle memory"
@@ -184,4 +337,5 @@ report="$out/api-$(date +%Y%m%d-%H%M%S).txt"
 echo
 echo "=== bench report: $report"
 cat "$report"
+if [ "$SCHED" = 1 ]; then sched_bench; fi
 if [ "$failed" -ne 0 ]; then echo "bench: some measurements FAILED (see above)" >&2; exit 1; fi
