@@ -7,12 +7,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,33 +27,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "controllers:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func run(m *testing.M) (int, error) {
-	tmp, err := os.MkdirTemp("", "skiff-controllers-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(tmp)
-	if skiffBin, err = testserver.Binary("../..", tmp); err != nil {
-		return 0, err
-	}
-	shared, err = testserver.StartServer(skiffBin, filepath.Join(tmp, "shared"))
-	if err != nil {
-		return 0, err
-	}
-	defer shared.Stop()
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "controllers: server log tail:\n%s\n", shared.Tail())
-	}
-	return code, nil
+	os.Exit(testserver.Main(m, "controllers", "../..", func(s *testserver.Server) { shared, skiffBin = s, s.Bin }))
 }
 
 func admin(t testing.TB) *kubernetes.Clientset {
@@ -73,12 +43,7 @@ func admin(t testing.TB) *kubernetes.Clientset {
 
 // testName is a DNS-safe, unique name derived from the test's name.
 func testName(t *testing.T, max int) string {
-	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	name = strings.TrimPrefix(name, "test")
-	if len(name) > max {
-		name = name[:max]
-	}
-	return fmt.Sprintf("%s-%04x", strings.Trim(name, "-"), rand.IntN(1<<16))
+	return testserver.UniqueName(t, max)
 }
 
 // namespace creates a namespace for one test and deletes it afterwards.
@@ -154,20 +119,12 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 
 func kubectl(t testing.TB, args ...string) string {
 	t.Helper()
-	out, errOut, err := shared.Kubectl(t, "", args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
-	}
-	return out
+	return shared.MustKubectl(t, "", args...)
 }
 
 func kubectlIn(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := shared.Kubectl(t, stdin, args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
-	}
-	return out
+	return shared.MustKubectl(t, stdin, args...)
 }
 
 // kubectlCmd starts a long-running kubectl (e.g. -w) in the background.
@@ -179,9 +136,5 @@ func kubectlCmd(ctx context.Context, args ...string) *exec.Cmd {
 
 func mustContain(t testing.TB, got string, wants ...string) {
 	t.Helper()
-	for _, w := range wants {
-		if !strings.Contains(got, w) {
-			t.Fatalf("output does not contain %q:\n%s", w, got)
-		}
-	}
+	testserver.MustContain(t, got, wants...)
 }

@@ -8,11 +8,8 @@ package ecosystem
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,34 +28,7 @@ import (
 var shared *testserver.Server
 
 func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "ecosystem:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func run(m *testing.M) (int, error) {
-	tmp, err := os.MkdirTemp("", "skiff-ecosystem-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(tmp)
-	bin, err := testserver.Binary("../..", tmp)
-	if err != nil {
-		return 0, err
-	}
-	shared, err = testserver.StartServer(bin, filepath.Join(tmp, "shared"))
-	if err != nil {
-		return 0, err
-	}
-	defer shared.Stop()
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "ecosystem: server log tail:\n%s\n", shared.Tail())
-	}
-	return code, nil
+	os.Exit(testserver.Main(m, "ecosystem", "../..", func(s *testserver.Server) { shared = s }))
 }
 
 // admin returns a typed client for the admin user.
@@ -74,11 +44,7 @@ func admin(t testing.TB) *kubernetes.Clientset {
 // namespace creates a uniquely named namespace and deletes it after the test.
 func namespace(t *testing.T) string {
 	t.Helper()
-	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	name = fmt.Sprintf("%s-%04x", strings.Trim(name, "-"), rand.IntN(1<<16))
+	name := testserver.UniqueName(t, 50)
 	cs := admin(t)
 	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -90,11 +56,7 @@ func namespace(t *testing.T) string {
 // kubectlIn runs the embedded kubectl with stdin and fails the test on error.
 func kubectlIn(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := shared.Kubectl(t, stdin, args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
-	}
-	return out
+	return shared.MustKubectl(t, stdin, args...)
 }
 
 // eventually polls f until it returns nil or the timeout passes.

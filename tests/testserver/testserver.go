@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -161,4 +162,75 @@ func (s *Server) Kubectl(t testing.TB, stdin string, args ...string) (string, st
 	}
 	err := cmd.Run()
 	return out.String(), errb.String(), err
+}
+
+// Main is a test package's TestMain body: it starts one shared server
+// (built from moduleRoot unless $SKIFF_BIN is set), hands it to use, runs
+// the tests and prints the end of the server log if any failed. It returns
+// the exit code for os.Exit.
+func Main(m *testing.M, name, moduleRoot string, use func(*Server)) int {
+	tmp, err := os.MkdirTemp("", "skiff-"+name+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	bin, err := Binary(moduleRoot, tmp)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		return 1
+	}
+	s, err := StartServer(bin, filepath.Join(tmp, "shared"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		return 1
+	}
+	defer s.Stop()
+	use(s)
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "%s: server log tail:\n%s\n", name, s.Tail())
+	}
+	return code
+}
+
+// MustKubectl runs the embedded kubectl with stdin (may be empty) and
+// fails the test on error.
+func (s *Server) MustKubectl(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	out, errOut, err := s.Kubectl(t, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// UniqueName is a DNS label derived from the test's name (at most max
+// characters before a random suffix), so repeated runs (-count) never meet
+// a terminating namespace of an earlier run.
+func UniqueName(t testing.TB, max int) string {
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > max {
+		name = name[:max]
+	}
+	return fmt.Sprintf("%s-%04x", strings.Trim(name, "-"), rand.IntN(1<<16))
+}
+
+// Namespace creates a namespace for one test and deletes it afterwards.
+func (s *Server) Namespace(t testing.TB) string {
+	t.Helper()
+	name := UniqueName(t, 50)
+	s.MustKubectl(t, "", "create", "namespace", name)
+	t.Cleanup(func() { s.Kubectl(t, "", "delete", "namespace", name, "--wait=false") })
+	return name
+}
+
+// MustContain fails the test unless got contains every one of wants.
+func MustContain(t testing.TB, got string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(got, w) {
+			t.Fatalf("output does not contain %q:\n%s", w, got)
+		}
+	}
 }
