@@ -140,23 +140,34 @@ start_skiff_sched() { # dir port -> SKIFF_PID (a server with a wide cluster CIDR
   wait_ready "https://127.0.0.1:$port" "$SKIFF_PID" "$dir.log"
   until [ -f "$dir/kubeconfig.yaml" ]; do sleep 0.02; done
 }
-cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat"; }
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo nan; }
 # sched_run name args...: schedbench on the running server; SCHED_OUT = its
-# JSON line with the server's CPU seconds, memory and the load average added.
+# JSON line with the server's CPU seconds, memory and the load average added
+# (and, if the server died meanwhile, its exit status and last error lines).
 sched_run() {
-  local name=$1 c0 c1 l0 res rc=0; shift
+  local name=$1 c0 c1 l0 res rc=0 memline="" died="" src=0; shift
   c0=$(cpu_s "$SKIFF_PID"); l0=$(cut -d' ' -f1-3 /proc/loadavg)
-  res=$("$work/schedbench" -kubeconfig "$work/$name/kubeconfig.yaml" -label skiff "$@") || rc=$?
+  res=$("$work/schedbench" -kubeconfig "$work/$name/kubeconfig.yaml" -label skiff "$@" 2> >(tee "$work/$name.tool.log" | grep -v 'level=WARN\|request.go' >&2)) || rc=$?
   c1=$(cpu_s "$SKIFF_PID")
-  res=$(python3 - "$res" "$c0" "$c1" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(mem "$SKIFF_PID") VmHWM=$(( $(kb "$SKIFF_PID" VmHWM) / 1024 ))" <<'PY'
+  if kill -0 "$SKIFF_PID" 2>/dev/null; then
+    memline="$(mem "$SKIFF_PID") VmHWM=$(( $(kb "$SKIFF_PID" VmHWM) / 1024 ))"
+  else
+    wait "$SKIFF_PID" 2>/dev/null || src=$?
+    died="exit status $src; $(grep -iE 'leaderelection lost|panic|fatal' "$work/$name.log" | tail -2 | tr '\n' ' ' || true)"
+    SKIFF_PID=""; failed=1; log "sched $name: the server exited during the run ($died)"
+  fi
+  res=$(python3 - "$res" "$c0" "$c1" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$memline" "$died" <<'PY'
 import json, sys
-out, c0, c1, l0, l1, mem = sys.argv[1:7]
+out, c0, c1, l0, l1, mem, died = sys.argv[1:8]
 try:
     r = json.loads(out.strip().splitlines()[-1])
 except (ValueError, IndexError):
     r = {"unparsed": out}
-r["server_cpu_s"] = round(float(c1) - float(c0), 1)
-r["server_mb_after"] = dict(kv.split("=") for kv in mem.split())
+r["server_cpu_s"] = round(float(c1) - float(c0), 1) if "nan" not in (c0, c1) else None
+if mem:
+    r["server_mb_after"] = dict(kv.split("=") for kv in mem.split())
+if died:
+    r["server_died"] = died
 r["loadavg_before_after"] = l0 + " / " + l1
 print(json.dumps(r))
 PY
@@ -164,10 +175,11 @@ PY
   if [ $rc -ne 0 ]; then res="FAILED (exit $rc): $res"; failed=1; log "schedbench $name: exit $rc"; fi
   SCHED_OUT=$res
 }
+stop_skiff_sched() { if [ -n "$SKIFF_PID" ]; then kill "$SKIFF_PID" 2>/dev/null || true; wait "$SKIFF_PID" 2>/dev/null || true; SKIFF_PID=""; fi; }
 sched_bench() {
   local nodes=${BENCH_SCHED_NODES:-1000} pods=${BENCH_SCHED_PODS:-10000} big=${BENCH_SCHED_BIG_NODES:-5000}
   local snodes=${BENCH_SCHED_SCALE_NODES:-1000} spods=${BENCH_SCHED_SCALE_PODS:-30000}
-  local tmo=${BENCH_SCHED_TIMEOUT:-100s} stmo=${BENCH_SCHED_SCALE_TIMEOUT:-270s} bighb=${BENCH_SCHED_BIG_HEARTBEAT:-60s}
+  local tmo=${BENCH_SCHED_TIMEOUT:-90s} stmo=${BENCH_SCHED_SCALE_TIMEOUT:-240s} bighb=${BENCH_SCHED_BIG_HEARTBEAT:-60s}
   local port idle tp tp_big startup scale t0 report summary
   t0=$(date +%s)
   go build -o "$work/schedbench" "$root/tests/bench/schedbench"
@@ -176,20 +188,20 @@ sched_bench() {
   start_skiff_sched "$work/sched-tp" "$port"
   sleep "$SETTLE"; idle="$(mem "$SKIFF_PID")"
   sched_run sched-tp -mode throughput -nodes "$nodes" -pods "$pods" -timeout "$tmo"; tp=$SCHED_OUT
-  stop_skiff; rm -rf "$work/sched-tp"
+  stop_skiff_sched; rm -rf "$work/sched-tp"
   log "sched: throughput ($big nodes, $pods pods, heartbeats every $bighb)"
   start_skiff_sched "$work/sched-big" "$port"
   sched_run sched-big -mode throughput -nodes "$big" -pods "$pods" -timeout "$tmo" -heartbeat "$bighb"; tp_big=$SCHED_OUT
-  stop_skiff; rm -rf "$work/sched-big"
+  stop_skiff_sched; rm -rf "$work/sched-big"
   log "sched: pod startup latency (${BENCH_SCHED_RATE:-20} pods/s churn)"
   start_skiff_sched "$work/sched-startup" "$port"
   sched_run sched-startup -mode startup -nodes "${BENCH_SCHED_STARTUP_NODES:-100}" \
     -rate "${BENCH_SCHED_RATE:-20}" -duration "${BENCH_SCHED_DURATION:-60s}"; startup=$SCHED_OUT
-  stop_skiff; rm -rf "$work/sched-startup"
+  stop_skiff_sched; rm -rf "$work/sched-startup"
   log "sched: scale ($snodes nodes, $spods pods)"
   start_skiff_sched "$work/sched-scale" "$port"
   sched_run sched-scale -mode scale -nodes "$snodes" -pods "$spods" -replicas "${BENCH_SCHED_REPLICAS:-300}" -timeout "$stmo"; scale=$SCHED_OUT
-  stop_skiff; rm -rf "$work/sched-scale"
+  stop_skiff_sched; rm -rf "$work/sched-scale"
   summary=$(python3 - "$idle" "$tp" "$tp_big" "$startup" "$scale" <<'PY'
 import json, sys
 idle = sys.argv[1]
@@ -207,10 +219,12 @@ def parse(s):
 tp, big, st, sc = (parse(a) for a in sys.argv[2:6])
 def inc(r):
     s = " FAILED: %s;" % r.get("error", "see above") if r.get("failed") else ""
+    if r.get("server_died"):
+        s += " SERVER EXITED: %s;" % r["server_died"]
     return s + (" INCOMPLETE: " + r["incomplete"] + ";" if r.get("incomplete") else "")
 def cpu(r, n):
     m = r.get("server")
-    s = "server CPU %.0f s for the whole run" % r["server_cpu_s"]
+    s = "server CPU %.0f s for the whole run" % (r.get("server_cpu_s") or 0)
     if m:
         s += ", %.0f s measured phase (%.1f ms/pod)" % (m["process_cpu_s"], 1000 * m["process_cpu_s"] / max(n, 1))
     s += ", load %s" % r["loadavg_before_after"]
