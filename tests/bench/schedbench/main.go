@@ -181,7 +181,9 @@ func (t timedRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.r.mu.Lock()
 	t.r.lat[kind] = append(t.r.lat[kind], d)
 	if err == nil && resp.StatusCode/100 != 2 {
-		t.r.codes[resp.StatusCode]++
+		if t.r.codes[resp.StatusCode]++; t.r.codes[resp.StatusCode] <= 3 {
+			fmt.Fprintf(os.Stderr, "schedbench: %s %s: %s\n", req.Method, req.URL.Path, resp.Status)
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		// In flight when the run ended.
