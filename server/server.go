@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -131,7 +132,11 @@ func Run(ctx context.Context, c Config) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
+		// The API server's etcd client pings every 30 s; gRPC's default
+		// policy (5 min) would answer with GOAWAY too_many_pings and drop
+		// its watches. Allow what etcd allows.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	etcdapi.New(be).Register(g)
 	go func() {
 		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -271,6 +276,10 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 				QPS:        controlLoopQPS,
 				Burst:      2 * controlLoopQPS,
 				ExtraArgs:  c.SchedulerArgs,
+
+				LeaseDuration: controllers.LeaseDuration,
+				RenewDeadline: controllers.RenewDeadline,
+				RetryPeriod:   controllers.RetryPeriod,
 			})
 		}()
 	}

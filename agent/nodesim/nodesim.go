@@ -136,6 +136,8 @@ type node struct {
 	nextIP uint32
 	// reported is when the node status was last written.
 	reported time.Time
+	// beating is set while a heartbeat for the node is in flight.
+	beating bool
 }
 
 // New prepares a simulator; Run starts it.
@@ -166,6 +168,16 @@ func (s *Sim) nodeName(i int) string { return fmt.Sprintf("%s%d", s.cfg.Prefix, 
 // ctx ends. It returns once the nodes are registered and Ready is reported
 // on ready (if non-nil) .
 func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
+	if s.cfg.Nodes < 1 {
+		return errors.New("nodesim: no nodes to simulate")
+	}
+	// Heartbeats start with registration: in a large fleet the first
+	// nodes must not go silent while the last ones register.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	hbCtx, stopHeartbeats := context.WithCancel(ctx)
+	defer stopHeartbeats()
+	wg.Go(func() { s.heartbeats(hbCtx) })
 	if err := s.register(ctx); err != nil {
 		return err
 	}
@@ -206,14 +218,12 @@ func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
 	defer factory.Shutdown()
 	defer nodeFactory.Shutdown()
 
-	var wg sync.WaitGroup
 	for range s.cfg.Workers {
 		wg.Go(func() {
 			for s.processNext(ctx) {
 			}
 		})
 	}
-	wg.Go(func() { s.heartbeats(ctx) })
 	if ready != nil {
 		close(ready)
 	}
@@ -224,7 +234,6 @@ func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
 		t.Stop()
 	}
 	s.mu.Unlock()
-	wg.Wait()
 	return nil
 }
 
@@ -469,30 +478,40 @@ func (s *Sim) heartbeats(ctx context.Context) {
 
 func (s *Sim) heartbeat(ctx context.Context, n *node) {
 	s.mu.Lock()
-	lost, lease, due := n.lost, n.lease, time.Since(n.reported) > s.cfg.StatusInterval
-	s.mu.Unlock()
-	if lost || lease == nil {
-		return
+	lost, lease, due, busy := n.lost, n.lease, time.Since(n.reported) > s.cfg.StatusInterval, n.beating
+	if !lost && lease != nil && !busy {
+		n.beating = true
 	}
+	s.mu.Unlock()
+	if lost || lease == nil || busy {
+		return // lost, not registered yet, or the previous beat is still in flight
+	}
+	defer func() {
+		s.mu.Lock()
+		n.beating = false
+		s.mu.Unlock()
+	}()
 	l := lease.DeepCopy()
 	l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 	leases := s.client.CoordinationV1().Leases(v1.NamespaceNodeLease)
 	updated, err := leases.Update(ctx, l, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		updated = nil
 		if cur, gerr := leases.Get(ctx, n.name, metav1.GetOptions{}); gerr == nil {
 			cur.Spec.RenewTime = l.Spec.RenewTime
 			updated, err = leases.Update(ctx, cur, metav1.UpdateOptions{})
 		}
 	}
-	if err != nil && ctx.Err() == nil {
-		s.cfg.Logger.Warn("lease renewal failed", "node", n.name, "err", err)
+	if err != nil {
+		// client-go returns an empty object with an error: keep the old
+		// lease and try again next interval.
+		if ctx.Err() == nil {
+			s.cfg.Logger.Warn("lease renewal failed", "node", n.name, "err", err)
+		}
+		return
 	}
-	if updated != nil {
-		s.mu.Lock()
-		n.lease = updated
-		s.mu.Unlock()
-	}
+	s.mu.Lock()
+	n.lease = updated
+	s.mu.Unlock()
 	// Re-report status when due, or when the control plane marked the
 	// node not Ready (after it was lost and came back).
 	cur, err := s.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{ResourceVersion: "0"})
