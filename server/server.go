@@ -30,6 +30,7 @@ import (
 
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
+	"github.com/skiff-sh/skiff/server/leader"
 	"github.com/skiff-sh/skiff/server/pki"
 	"github.com/skiff-sh/skiff/server/scheduler"
 	"github.com/skiff-sh/skiff/server/storage/bolt"
@@ -248,19 +249,21 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return nil, err
 		}
 		go func() {
-			errc <- controllers.Run(ctx, controllers.Config{
-				Kubeconfig:             kc,
-				CACert:                 b.CACert,
-				CAKey:                  b.CAKey,
-				SAKey:                  b.SAKey,
-				ClusterCIDR:            c.ClusterCIDR,
-				NodeCIDRMaskSize:       24,
-				ServiceCIDR:            c.ServiceCIDR,
-				NodeMonitorGracePeriod: c.NodeMonitorGracePeriod,
-				NodeMonitorPeriod:      nodeMonitorPeriod,
-				QPS:                    controlLoopQPS,
-				Burst:                  2 * controlLoopQPS,
-				ExtraArgs:              c.ControllerManagerArgs,
+			errc <- leader.Run(ctx, kc, "kube-controller-manager", leader.Default, func(ctx context.Context) error {
+				return controllers.Run(ctx, controllers.Config{
+					Kubeconfig:             kc,
+					CACert:                 b.CACert,
+					CAKey:                  b.CAKey,
+					SAKey:                  b.SAKey,
+					ClusterCIDR:            c.ClusterCIDR,
+					NodeCIDRMaskSize:       24,
+					ServiceCIDR:            c.ServiceCIDR,
+					NodeMonitorGracePeriod: c.NodeMonitorGracePeriod,
+					NodeMonitorPeriod:      nodeMonitorPeriod,
+					QPS:                    controlLoopQPS,
+					Burst:                  2 * controlLoopQPS,
+					ExtraArgs:              c.ControllerManagerArgs,
+				})
 			})
 		}()
 	}
@@ -270,16 +273,14 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return nil, err
 		}
 		go func() {
-			errc <- scheduler.Run(ctx, scheduler.Config{
-				StateDir:   filepath.Join(c.serverDir(), "scheduler"),
-				Kubeconfig: kc,
-				QPS:        controlLoopQPS,
-				Burst:      2 * controlLoopQPS,
-				ExtraArgs:  c.SchedulerArgs,
-
-				LeaseDuration: controllers.LeaseDuration,
-				RenewDeadline: controllers.RenewDeadline,
-				RetryPeriod:   controllers.RetryPeriod,
+			errc <- leader.Run(ctx, kc, "kube-scheduler", leader.Default, func(ctx context.Context) error {
+				return scheduler.Run(ctx, scheduler.Config{
+					StateDir:   filepath.Join(c.serverDir(), "scheduler"),
+					Kubeconfig: kc,
+					QPS:        controlLoopQPS,
+					Burst:      2 * controlLoopQPS,
+					ExtraArgs:  c.SchedulerArgs,
+				})
 			})
 		}()
 	}

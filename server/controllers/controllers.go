@@ -25,14 +25,6 @@ import (
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 )
 
-// Leader election timings for the in-process control loops (upstream:
-// 15 s / 10 s / 2 s). Shared with server/scheduler.
-const (
-	LeaseDuration = 60 * time.Second
-	RenewDeadline = 45 * time.Second
-	RetryPeriod   = 5 * time.Second
-)
-
 // Config configures the controller manager. cmd/ and server/ fill it.
 type Config struct {
 	// Kubeconfig is the controller manager's own client identity.
@@ -63,13 +55,8 @@ func (c Config) args() []string {
 		"--kubeconfig=" + c.Kubeconfig,
 		"--authentication-skip-lookup=true",
 		"--secure-port=0",
-		"--leader-elect=true",
-		// In one process, losing the lease exits the whole server
-		// (upstream calls klog.FlushAndExit): renew with room to spare
-		// when the API is saturated, rather than upstream's 10 s deadline.
-		"--leader-elect-lease-duration=" + LeaseDuration.String(),
-		"--leader-elect-renew-deadline=" + RenewDeadline.String(),
-		"--leader-elect-retry-period=" + RetryPeriod.String(),
+		// Leader election is server/leader's (upstream's exits the process).
+		"--leader-elect=false",
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file=" + c.SAKey,
 		"--root-ca-file=" + c.CACert,

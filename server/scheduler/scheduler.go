@@ -2,7 +2,8 @@
 // kube-scheduler/app) in-process as an API client with its own identity
 // (system:kube-scheduler). Filters, scores, preemption, the priority queue
 // with backoff, and FailedScheduling messages are upstream's; Skiff sets
-// the client rate limits for a loopback connection and leader election.
+// the client rate limits for a loopback connection; leader election is the
+// caller's (server/leader), since upstream's exits the process.
 package scheduler
 
 import (
@@ -11,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/cache"
@@ -28,9 +28,6 @@ type Config struct {
 	// QPS and Burst of the scheduler's API client (upstream: 50/100).
 	QPS   float32
 	Burst int
-	// Leader election timings (upstream: 15 s / 10 s / 2 s). In one
-	// process, losing the lease exits the whole server.
-	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// ExtraArgs are appended kube-scheduler flags (--name=value).
 	ExtraArgs []string
 }
@@ -38,9 +35,6 @@ type Config struct {
 // config is a KubeSchedulerConfiguration: upstream defaults except the
 // client's rate limits, which bound binding throughput.
 func (c Config) config() string {
-	if c.LeaseDuration == 0 {
-		c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
-	}
 	qps, burst := c.QPS, c.Burst
 	if qps == 0 {
 		qps, burst = 50, 100
@@ -52,14 +46,8 @@ clientConnection:
   qps: %s
   burst: %d
 leaderElection:
-  leaderElect: true
-  resourceNamespace: kube-system
-  resourceName: kube-scheduler
-  leaseDuration: %s
-  renewDeadline: %s
-  retryPeriod: %s
-`, c.Kubeconfig, strconv.FormatFloat(float64(qps), 'f', -1, 32), burst,
-		c.LeaseDuration, c.RenewDeadline, c.RetryPeriod)
+  leaderElect: false
+`, c.Kubeconfig, strconv.FormatFloat(float64(qps), 'f', -1, 32), burst)
 }
 
 // Run starts the scheduler and blocks until ctx ends.

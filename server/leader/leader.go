@@ -1,0 +1,80 @@
+// Package leader runs a control-plane component only while this process
+// holds its coordination.k8s.io Lease (kube-system/<name>), so several
+// servers can run the same components later with one active at a time.
+//
+// Upstream's components have their own leader election, but on losing or
+// releasing the lease they end the process (klog.FlushAndExit / os.Exit):
+// harmless for a dedicated binary, fatal for Skiff, where the API server
+// and storage share the process and must shut down in order. Here the
+// component just gets its context cancelled.
+package leader
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// Timings of the lease. Renewal has room to spare when the API server is
+// saturated (upstream: 15 s / 10 s / 2 s).
+type Timings struct {
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// Default timings for in-process components.
+var Default = Timings{LeaseDuration: 60 * time.Second, RenewDeadline: 45 * time.Second, RetryPeriod: 5 * time.Second}
+
+// Run runs f while holding the lease. It returns nil once ctx ends (the
+// lease is released), or an error if the lease was lost or f failed.
+func Run(ctx context.Context, kubeconfig, name string, t Timings, f func(context.Context) error) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("leader %s: %w", name, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("leader %s: %w", name, err)
+	}
+	host, _ := os.Hostname()
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: name},
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())},
+	}
+	ferr := make(chan error, 1)
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   t.LeaseDuration,
+		RenewDeadline:   t.RenewDeadline,
+		RetryPeriod:     t.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) { ferr <- f(ctx) },
+			OnStoppedLeading: func() {},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader %s: %w", name, err)
+	}
+	elector.Run(ctx) // returns when ctx ends or the lease is lost
+	if ctx.Err() != nil {
+		return nil
+	}
+	select {
+	case err := <-ferr:
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	default:
+	}
+	return fmt.Errorf("%s: lost its leader lease", name)
+}
