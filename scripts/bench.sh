@@ -245,9 +245,10 @@ if st:
         st["nodes"], st.get("rate_per_s", 0), st.get("duration_s", 0), inc(st), st["create_to_running_p50_ms"], st["create_to_running_p99_ms"], cpu(st, st.get("pods", 0))))
 if sc:
     m = sc.get("server_mb_after", {})
-    print("scale %d nodes / %d pods:%s all Running in %.0f s; API p99 of the tool's requests %.0f ms (SLO <= 1 s); LIST all %d pods %.0f ms (JSON %.0f ms); server RssAnon %s MB, VmRSS %s MB, peak VmHWM %s MB (target <= 1 GB); %s" % (
-        sc["nodes"], sc["pods"], inc(sc), sc.get("all_running_s", 0), sc["api"]["p99_ms"], sc.get("listed_pods", 0), sc.get("list_all_pods_ms", 0),
-        sc.get("list_all_pods_json_ms", 0), m.get("RssAnon"), m.get("VmRSS"), m.get("VmHWM"), cpu(sc, sc.get("running", 0))))
+    running = ("%d of %d Running when it stopped" % (sc.get("running", 0), sc["pods"])) if sc.get("incomplete") else ("all Running in %.0f s" % sc.get("all_running_s", 0))
+    print("scale %d nodes / %d pods:%s %s; API p99 of the tool's requests %.0f ms (SLO <= 1 s); LIST all %d pods %.0f ms (JSON %.0f ms); server RssAnon %s MB, VmRSS %s MB, peak VmHWM %s MB (target <= 1 GB); %s" % (
+        sc["nodes"], sc["pods"], inc(sc), running, sc["api"]["p99_ms"], sc.get("listed_pods", 0), sc.get("list_all_pods_ms", 0),
+        sc.get("list_all_pods_json_ms", 0), m.get("RssAnon"), m.get("VmRSS"), m.get("VmHWM"), cpu(sc, sc["pods"])))
 PY
 ) || summary="(summary failed)"
   report="$out/sched-$(date +%Y%m%d-%H%M%S).txt"
