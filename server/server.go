@@ -168,7 +168,8 @@ func Run(ctx context.Context, c Config) error {
 		})
 	}()
 
-	admin := adminConfig(bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort))
+	local := fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)
+	admin := adminConfig(bundle, local)
 	rc, err := clientcmd.NewDefaultClientConfig(*admin, nil).ClientConfig()
 	if err != nil {
 		return err
@@ -185,9 +186,9 @@ func Run(ctx context.Context, c Config) error {
 		}
 		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
 	}
-	ctrlErr, err := startControlLoops(ctx, c, bundle, fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort), log)
+	ctrlErr, err := startControlLoops(ctx, c, bundle, local)
 	if err != nil {
-		return err
+		return stopAPI(cancel, apiErr, err)
 	}
 	if c.Ready != nil {
 		close(c.Ready)
@@ -196,18 +197,21 @@ func Run(ctx context.Context, c Config) error {
 	case err := <-apiErr:
 		return err
 	case err := <-ctrlErr:
-		if err != nil {
-			return err
-		}
-		return <-apiErr
+		return stopAPI(cancel, apiErr, err)
 	case <-ctx.Done():
-		// Let the API server drain before its storage goes away.
-		select {
-		case <-apiErr:
-		case <-time.After(shutdownTimeout):
-		}
-		return nil
+		return stopAPI(cancel, apiErr, nil)
 	}
+}
+
+// stopAPI stops a running API server and lets it drain before the
+// storage behind it goes away (Run's deferred closes), then returns err.
+func stopAPI(cancel context.CancelFunc, apiErr <-chan error, err error) error {
+	cancel()
+	select {
+	case <-apiErr:
+	case <-time.After(shutdownTimeout):
+	}
+	return err
 }
 
 // shutdownTimeout bounds how long a stopping server waits for the API
@@ -225,7 +229,7 @@ func tolerationArgs(seconds int) []string {
 // startControlLoops starts the controller manager and the scheduler, each
 // as an API client with its own certificate identity. The returned channel
 // reports the first of them to fail.
-func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string, log *slog.Logger) (<-chan error, error) {
+func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string) (<-chan error, error) {
 	errc := make(chan error, 2)
 	credDir := filepath.Join(c.serverDir(), "cred")
 	if err := os.MkdirAll(credDir, 0o700); err != nil {

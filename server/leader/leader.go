@@ -11,6 +11,7 @@ package leader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -33,7 +34,7 @@ type Timings struct {
 var Default = Timings{LeaseDuration: 60 * time.Second, RenewDeadline: 45 * time.Second, RetryPeriod: 5 * time.Second}
 
 // Run runs f while holding the lease. It returns nil once ctx ends (the
-// lease is released), or an error if the lease was lost or f failed.
+// lease is released), or an error if the lease was lost or f returned.
 func Run(ctx context.Context, kubeconfig, name string, t Timings, f func(context.Context) error) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -49,6 +50,10 @@ func Run(ctx context.Context, kubeconfig, name string, t Timings, f func(context
 		Client:     client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())},
 	}
+	// f ending (it failed) ends the election too, so the caller hears of it
+	// instead of holding a lease for a component that no longer runs.
+	ectx, stop := context.WithCancel(ctx)
+	defer stop()
 	ferr := make(chan error, 1)
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
@@ -58,23 +63,27 @@ func Run(ctx context.Context, kubeconfig, name string, t Timings, f func(context
 		ReleaseOnCancel: true,
 		Name:            name,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) { ferr <- f(ctx) },
+			OnStartedLeading: func(ctx context.Context) {
+				ferr <- f(ctx)
+				stop()
+			},
 			OnStoppedLeading: func() {},
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("leader %s: %w", name, err)
 	}
-	elector.Run(ctx) // returns when ctx ends or the lease is lost
+	elector.Run(ectx) // returns when ctx ends, f ends or the lease is lost
 	if ctx.Err() != nil {
 		return nil
 	}
 	select {
 	case err := <-ferr:
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		if err == nil {
+			err = errors.New("stopped")
 		}
+		return fmt.Errorf("%s: %w", name, err)
 	default:
+		return fmt.Errorf("%s: lost its leader lease", name)
 	}
-	return fmt.Errorf("%s: lost its leader lease", name)
 }
