@@ -138,6 +138,8 @@ type node struct {
 	reported time.Time
 	// beating is set while a heartbeat for the node is in flight.
 	beating bool
+	// ready is the Node's Ready condition as last seen by the informer.
+	ready bool
 }
 
 // New prepares a simulator; Run starts it.
@@ -305,6 +307,7 @@ func (s *Sim) nodeChanged(n *v1.Node) {
 		}
 		sn.lost = lost
 	}
+	sn.ready = nodeReady(n)
 	if !sn.cidr.IsValid() && n.Spec.PodCIDR != "" {
 		if p, err := netip.ParsePrefix(n.Spec.PodCIDR); err == nil && p.Addr().Is4() {
 			sn.cidr, sn.nextIP = p, 2
@@ -367,7 +370,7 @@ func (s *Sim) registerNode(ctx context.Context, i int) error {
 	if err != nil {
 		return fmt.Errorf("nodesim: register %s: %w", name, err)
 	}
-	n := &node{name: name, ip: ip}
+	n := &node{name: name, ip: ip, ready: true} // reportStatus reports it Ready
 	if err := s.reportStatus(ctx, n, created); err != nil {
 		return err
 	}
@@ -514,12 +517,12 @@ func (s *Sim) heartbeat(ctx context.Context, n *node) {
 	s.mu.Unlock()
 	// Re-report status when due, or when the control plane marked the
 	// node not Ready (after it was lost and came back).
-	cur, err := s.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{ResourceVersion: "0"})
-	if err != nil {
-		return
-	}
-	if due || !nodeReady(cur) {
-		if err := s.reportStatus(ctx, n, cur); err != nil && ctx.Err() == nil {
+	// The node informer keeps n.ready current.
+	s.mu.Lock()
+	ready := n.ready
+	s.mu.Unlock()
+	if due || !ready {
+		if err := s.reportStatus(ctx, n, nil); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("node status update failed", "node", n.name, "err", err)
 		}
 	}
