@@ -15,11 +15,15 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 UNIT_PKGS := . ./server/storage/... ./server/pki/... ./agent/...
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build test unit e2e e2e-slow bench fuzz clean
+.PHONY: all assets build test unit e2e e2e-slow bench fuzz clean
 
 all: build
 
-build:
+# runc, the shim, CNI plugins and Skiff's images, embedded in the binary.
+assets:
+	GO=$(GO) ./scripts/build-assets.sh
+
+build: assets
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/skiff
 
 test: build unit e2e

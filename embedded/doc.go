@@ -1,4 +1,7 @@
-// Package embedded will carry the assets and helper binaries shipped inside
-// the skiff binary (runc, the containerd shim, CNI plugins, images, bundled
-// manifests). It is a placeholder until the agent issue lands.
+// Package embedded carries the programs and images shipped inside the
+// skiff binary: runc, the containerd runc shim and the CNI plugins (built
+// from pinned upstream modules by embedded/build) and Skiff's own OCI
+// images (images/), each zstd-compressed. The build (scripts/
+// build-assets.sh) fills assets/; a binary built without them says so
+// when the agent starts instead of failing later.
 package embedded

@@ -19,10 +19,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -30,6 +34,7 @@ import (
 
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
+	"github.com/skiff-sh/skiff/server/join"
 	"github.com/skiff-sh/skiff/server/leader"
 	"github.com/skiff-sh/skiff/server/pki"
 	"github.com/skiff-sh/skiff/server/scheduler"
@@ -61,7 +66,10 @@ type Config struct {
 	SchedulerArgs            []string
 	DisableControllerManager bool
 	DisableScheduler         bool
-	Logger                   *slog.Logger
+	// ControlPlaneNode, when set, is the node of the agent running with
+	// this server; it is labelled node-role.kubernetes.io/control-plane.
+	ControlPlaneNode string
+	Logger           *slog.Logger
 	// Ready, when set, is closed once the API answers /readyz.
 	Ready chan<- struct{}
 }
@@ -146,25 +154,47 @@ func Run(ctx context.Context, c Config) error {
 	}()
 	defer g.Stop()
 
+	kubeletCert, kubeletKey, err := bundle.EnsureClient("kube-apiserver-kubelet-client", pkix.Name{CommonName: apiserver.KubeletClientUser})
+	if err != nil {
+		return err
+	}
+	var joinClient atomic.Pointer[kubernetes.Clientset]
+	joinHandler := join.Handler(join.Config{
+		CACertFile: bundle.CACert,
+		Secret:     token,
+		Signer:     bundle,
+		Client: func() kubernetes.Interface {
+			if c := joinClient.Load(); c != nil {
+				return c
+			}
+			return nil
+		},
+		Logger: log.With("component", "join"),
+	})
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	apiErr := make(chan error, 1)
 	go func() {
 		apiErr <- apiserver.Run(ctx, apiserver.Config{
-			StateDir:         filepath.Join(dir, "apiserver"),
-			BindAddress:      c.BindAddress,
-			AdvertiseAddress: advertise,
-			Port:             c.HTTPSPort,
-			EtcdEndpoint:     "unix://" + sock,
-			CACert:           bundle.CACert,
-			ServingCert:      bundle.ServingCert,
-			ServingKey:       bundle.ServingKey,
-			SAKey:            bundle.SAKey,
-			SAPub:            bundle.SAPub,
-			ServiceCIDR:      c.ServiceCIDR,
-			NodePortRange:    c.NodePortRange,
-			ExtraArgs:        append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
-			Logger:           log,
+			StateDir:          filepath.Join(dir, "apiserver"),
+			BindAddress:       c.BindAddress,
+			AdvertiseAddress:  advertise,
+			Port:              c.HTTPSPort,
+			EtcdEndpoint:      "unix://" + sock,
+			CACert:            bundle.CACert,
+			ServingCert:       bundle.ServingCert,
+			ServingKey:        bundle.ServingKey,
+			SAKey:             bundle.SAKey,
+			SAPub:             bundle.SAPub,
+			KubeletClientCert: kubeletCert,
+			KubeletClientKey:  kubeletKey,
+			Join:              joinHandler,
+			JoinPaths:         join.Handles,
+			ServiceCIDR:       c.ServiceCIDR,
+			NodePortRange:     c.NodePortRange,
+			ExtraArgs:         append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
+			Logger:            log,
 		})
 	}()
 
@@ -178,6 +208,14 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	restoreGC()
+	adminClient, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return stopAPI(cancel, apiErr, err)
+	}
+	joinClient.Store(adminClient)
+	if c.ControlPlaneNode != "" {
+		go labelControlPlane(ctx, log, adminClient, c.ControlPlaneNode)
+	}
 	go trimMemory(ctx, log, memTrimInterval, memTrimThreshold)
 	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.WriteKubeconfig != "" {
@@ -468,5 +506,28 @@ func waitReady(ctx context.Context, admin *rest.Config, apiErr <-chan error) err
 				return nil
 			}
 		}
+	}
+}
+
+// ControlPlaneLabel marks the nodes that run a Skiff server.
+const ControlPlaneLabel = "node-role.kubernetes.io/control-plane"
+
+// labelControlPlane labels the server's own node once it registers (the
+// node itself may not set node-role labels: NodeRestriction).
+func labelControlPlane(ctx context.Context, log *slog.Logger, client kubernetes.Interface, node string) {
+	patch := []byte(`{"metadata":{"labels":{"` + ControlPlaneLabel + `":"true"}}}`)
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		n, err := client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		if n.Labels[ControlPlaneLabel] == "true" {
+			return true, nil
+		}
+		_, err = client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		return err == nil, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Warn("cannot label the control-plane node", "node", node, "err", err)
 	}
 }

@@ -9,7 +9,11 @@ import (
 	"os"
 	"runtime/debug"
 
+	"path/filepath"
+
 	"github.com/urfave/cli/v2"
+
+	"github.com/skiff-sh/skiff/agent/containerd"
 )
 
 // Set by the build (-ldflags -X main.version=...).
@@ -21,6 +25,11 @@ var version = "dev"
 const defaultGCPercent = 50
 
 func main() {
+	// Multicall: the agent starts containerd by re-executing this binary
+	// under containerd.ProcessName.
+	if filepath.Base(os.Args[0]) == containerd.ProcessName {
+		os.Exit(containerd.Main(os.Args))
+	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
@@ -37,6 +46,7 @@ func newApp() *cli.App {
 		Version: version,
 		Commands: []*cli.Command{
 			serverCommand(),
+			agentCommand(),
 			kubectlCommand(),
 			nodesimCommand(),
 			checkConfigCommand(),

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skiff-sh/skiff/agent"
 	"github.com/skiff-sh/skiff/server"
 )
 
@@ -19,7 +22,7 @@ func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run the control plane (API server, storage, controllers)",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Usage: "directory for state, certificates and the database", EnvVars: []string{"SKIFF_DATA_DIR"}},
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Usage: "address the API server listens on"},
 			&cli.StringFlag{Name: "advertise-address", Usage: "address the API server advertises to the cluster (default: detected)"},
@@ -39,7 +42,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable)"},
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra flag for the embedded kube-controller-manager (name=value, repeatable)"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra flag for the embedded kube-scheduler (name=value, repeatable)"},
-		},
+		}, agentFlags()...),
 		Action: runServer,
 	}
 }
@@ -109,10 +112,56 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	cfg.Logger = newLogger()
-	if !c.Bool("disable-agent") {
-		cfg.Logger.Warn("the node agent is not available yet; running the control plane only")
-	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return server.Run(ctx, cfg)
+	if c.Bool("disable-agent") {
+		return server.Run(ctx, cfg)
+	}
+	// The server's own agent: joins over loopback with the node token,
+	// once the API is ready, and shares the server's data directory.
+	acfg, err := agentConfig(c)
+	if err != nil {
+		return err
+	}
+	if acfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return err
+		}
+		acfg.NodeName = strings.ToLower(h)
+	}
+	acfg.Logger = cfg.Logger.With("component", "agent")
+	acfg.Server = fmt.Sprintf("https://127.0.0.1:%d", cfg.HTTPSPort)
+	cfg.ControlPlaneNode = acfg.NodeName
+	ready := make(chan struct{})
+	cfg.Ready = ready
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- server.Run(ctx, cfg) }()
+	go func() {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			errs <- nil
+			return
+		}
+		token, err := os.ReadFile(filepath.Join(cfg.DataDir, "server", "node-token"))
+		if err != nil {
+			errs <- fmt.Errorf("agent: %w", err)
+			return
+		}
+		acfg.Token = strings.TrimSpace(string(token))
+		if err := agent.Run(ctx, acfg); err != nil {
+			errs <- err
+			return
+		}
+		errs <- nil
+	}()
+	err = <-errs
+	cancel()
+	if err2 := <-errs; err == nil {
+		err = err2
+	}
+	return err
 }

@@ -14,12 +14,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -44,6 +46,16 @@ type Config struct {
 	CACert                  string
 	ServingCert, ServingKey string
 	SAKey, SAPub            string
+
+	// KubeletClientCert/Key is the API server's identity towards kubelets
+	// (logs, exec, port-forward, metrics); kubelets' serving certificates
+	// are verified with CACert.
+	KubeletClientCert, KubeletClientKey string
+
+	// Join serves the node-join endpoints (server/join) on the API port,
+	// in front of authentication; JoinPaths selects its requests.
+	Join      http.Handler
+	JoinPaths func(path string) bool
 
 	ServiceCIDR   string
 	NodePortRange string
@@ -90,6 +102,13 @@ func (c *Config) args() ([]string, error) {
 		"--profiling=false",
 		"--allow-privileged=true",
 		"--cert-dir=" + filepath.Join(c.StateDir, "generated-certs"),
+	}
+	if c.KubeletClientCert != "" {
+		args = append(args,
+			"--kubelet-client-certificate="+c.KubeletClientCert,
+			"--kubelet-client-key="+c.KubeletClientKey,
+			"--kubelet-certificate-authority="+c.CACert,
+			"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP")
 	}
 	if c.AdvertiseAddress != nil {
 		args = append(args, "--advertise-address="+c.AdvertiseAddress.String())
@@ -145,6 +164,22 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	if c.Join != nil {
+		// The outermost server (the aggregator) serves every request; its
+		// chain gets the join endpoints in front of authentication.
+		g := config.Aggregator.GenericConfig
+		build := g.BuildHandlerChainFunc
+		g.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
+			chain := build(h, gc)
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if c.JoinPaths(r.URL.Path) {
+					c.Join.ServeHTTP(w, r)
+					return
+				}
+				chain.ServeHTTP(w, r)
+			})
+		}
+	}
 	cc, err := config.Complete()
 	if err != nil {
 		return fmt.Errorf("apiserver: complete config: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -67,7 +68,7 @@ func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
 			return fmt.Errorf("clusterrole %s: %w", r.Name, err)
 		}
 	}
-	for _, b := range append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...) {
+	for _, b := range append(append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...), skiffBindings()...) {
 		if _, err := (&reconciliation.ReconcileRoleBindingOptions{
 			RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
 			Client:      reconciliation.ClusterRoleBindingClientAdapter{Client: rbac.ClusterRoleBindings()},
@@ -99,6 +100,21 @@ func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
 		}
 	}
 	return nil
+}
+
+// KubeletClientUser is the API server's user name towards kubelets.
+const KubeletClientUser = "kube-apiserver-kubelet-client"
+
+// skiffBindings are the bindings Skiff adds to upstream's policy: the API
+// server may use every kubelet API (logs, exec, port-forward, stats), as
+// kubeadm and k3s bind it.
+func skiffBindings() []rbacv1.ClusterRoleBinding {
+	return []rbacv1.ClusterRoleBinding{{
+		ObjectMeta: metav1.ObjectMeta{Name: "skiff:kube-apiserver-kubelet-client",
+			Labels: map[string]string{"kubernetes.io/bootstrapping": "rbac-defaults"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: KubeletClientUser}},
+	}}
 }
 
 // ensurePriorityClasses creates system-cluster-critical and

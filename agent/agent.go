@@ -1,0 +1,285 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/skiff-sh/skiff/agent/checkconfig"
+	"github.com/skiff-sh/skiff/agent/cni"
+	"github.com/skiff-sh/skiff/agent/containerd"
+	"github.com/skiff-sh/skiff/agent/join"
+	"github.com/skiff-sh/skiff/agent/kubelet"
+	"github.com/skiff-sh/skiff/embedded"
+)
+
+// SandboxImage is the pause image every pod's sandbox runs.
+const SandboxImage = "skiff.local/pause:3.10"
+
+// Config configures an agent. cmd/ builds it from flags.
+type Config struct {
+	// DataDir is the skiff data directory; the agent uses DataDir/agent
+	// and DataDir/data (extracted binaries).
+	DataDir string
+	// ConfigDir holds registries.yaml (/etc/skiff).
+	ConfigDir string
+	// RunDir holds sockets and runtime state (/run/skiff).
+	RunDir string
+	Server string
+	Token  string
+	// NodeName defaults to the host name; NodeIP to the address of the
+	// default route.
+	NodeName string
+	NodeIP   net.IP
+	Labels   map[string]string
+	Taints   []string
+	// Executable is the skiff binary (re-executed as containerd).
+	Executable string
+	// KubeletPort is the kubelet's HTTPS port (10250).
+	KubeletPort   int
+	ClusterDNS    string
+	ClusterDomain string
+	KubeletArgs   []string
+	Logger        *slog.Logger
+}
+
+func (c *Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }
+
+// Run runs the agent until ctx ends or a part of it fails.
+func Run(ctx context.Context, c Config) error {
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	start := time.Now()
+	if err := checkconfig.Error(checkconfig.Host()); err != nil {
+		return fmt.Errorf("agent: %w (run `skiff check-config` for details)", err)
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("agent: node name: %w", err)
+		}
+		c.NodeName = strings.ToLower(h)
+	}
+	if c.NodeIP == nil {
+		c.NodeIP = DetectIP()
+	}
+	if c.KubeletPort == 0 {
+		c.KubeletPort = 10250
+	}
+	token, err := join.ParseToken(c.Token)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	dir := c.agentDir()
+	addrs := []string{c.NodeName, "localhost", "127.0.0.1"}
+	if c.NodeIP != nil {
+		addrs = append(addrs, c.NodeIP.String())
+	}
+	creds, err := joinWithRetry(ctx, log, join.Config{
+		Server: c.Server, Token: token, NodeName: c.NodeName, Addresses: addrs,
+		Dir: filepath.Join(dir, "cred"), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
+	if err := writeKubeconfig(kubeconfig, c.Server, creds); err != nil {
+		return err
+	}
+
+	version, err := embedded.Version()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	binDir := filepath.Join(c.DataDir, "data", version, "bin")
+	if _, err := embedded.ExtractBinaries(binDir); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	cniConfDir := filepath.Join(dir, "etc", "cni", "net.d")
+	registryDir := ""
+	if c.ConfigDir != "" {
+		registryDir = filepath.Join(dir, "etc", "containerd", "certs.d")
+	}
+	rt, err := containerd.Start(ctx, containerd.Config{
+		Executable:        c.Executable,
+		RootDir:           filepath.Join(dir, "containerd"),
+		StateDir:          filepath.Join(c.RunDir, "containerd"),
+		BinDir:            binDir,
+		CNIConfDir:        cniConfDir,
+		RegistryConfigDir: registryDir,
+		SandboxImage:      SandboxImage,
+		LogFile:           filepath.Join(dir, "containerd", "containerd.log"),
+		Logger:            log.With("component", "containerd"),
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer rt.Stop()
+	if err := importImages(ctx, rt, c, log); err != nil {
+		return err
+	}
+
+	rest, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	go func() {
+		if err := cni.Configure(ctx, cni.Config{Client: client, NodeName: c.NodeName, ConfDir: cniConfDir, Logger: log.With("component", "cni")}); err != nil && ctx.Err() == nil {
+			log.Error("pod network configuration failed", "err", err)
+		}
+	}()
+
+	dns := []string{}
+	if c.ClusterDNS != "" {
+		dns = append(dns, c.ClusterDNS)
+	}
+	cgroupRoot, err := ensureCgroupRoot("skiff")
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	kerr := make(chan error, 1)
+	go func() {
+		kerr <- kubelet.Run(ctx, kubelet.Config{
+			NodeName:        c.NodeName,
+			NodeIP:          c.NodeIP.String(),
+			RootDir:         filepath.Join(dir, "kubelet"),
+			PodLogsDir:      filepath.Join(dir, "pod-logs"),
+			Kubeconfig:      kubeconfig,
+			ClientCA:        creds.CACert,
+			ServingCert:     creds.ServingCert,
+			ServingKey:      creds.ServingKey,
+			RuntimeEndpoint: "unix://" + filepath.Join(c.RunDir, "containerd", "containerd.sock"),
+			CgroupRoot:      cgroupRoot,
+			ResolvConf:      resolvConf(),
+			ClusterDNS:      dns,
+			ClusterDomain:   c.ClusterDomain,
+			Labels:          c.Labels,
+			Taints:          c.Taints,
+			Port:            c.KubeletPort,
+			ExtraArgs:       c.KubeletArgs,
+		})
+	}()
+	log.Info("agent started", "node", c.NodeName, "ip", c.NodeIP, "elapsed", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-kerr:
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("kubelet stopped")
+		}
+		return err
+	case err := <-rt.Done():
+		return fmt.Errorf("agent: containerd exited: %v", err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// joinWithRetry joins, retrying transient failures (server unreachable or
+// starting) with backoff and saying so; other failures end the agent.
+func joinWithRetry(ctx context.Context, log *slog.Logger, c join.Config) (join.Credentials, error) {
+	delay := time.Second
+	for {
+		creds, err := join.Join(ctx, c)
+		if err == nil || !join.IsTransient(err) {
+			return creds, err
+		}
+		log.Warn("cannot join yet, retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return creds, fmt.Errorf("agent: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+func writeKubeconfig(path, server string, creds join.Credentials) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["skiff"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: creds.CACert}
+	cfg.AuthInfos["node"] = &clientcmdapi.AuthInfo{ClientCertificate: creds.ClientCert, ClientKey: creds.ClientKey}
+	cfg.Contexts["skiff"] = &clientcmdapi.Context{Cluster: "skiff", AuthInfo: "node"}
+	cfg.CurrentContext = "skiff"
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return fmt.Errorf("agent: kubeconfig: %w", err)
+	}
+	return os.Chmod(path, 0o600)
+}
+
+func importImages(ctx context.Context, rt *containerd.Process, c Config, log *slog.Logger) error {
+	imgs, err := embedded.Images()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	sock := filepath.Join(c.RunDir, "containerd", "containerd.sock")
+	for _, im := range imgs {
+		r, err := im.Open()
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		names, err := containerd.Import(ctx, sock, r, true)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("agent: embedded image %s: %w", im.Name, err)
+		}
+		log.Debug("imported embedded image", "images", names)
+	}
+	if err := containerd.ImportDir(ctx, sock, filepath.Join(c.agentDir(), "images"), log); err != nil {
+		return fmt.Errorf("agent: air-gap images: %w", err)
+	}
+	return nil
+}
+
+// DetectIP returns the source address of the default route, or nil.
+func DetectIP() net.IP {
+	conn, err := net.Dial("udp", "203.0.113.1:9")
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP
+}
+
+// resolvConf picks the DNS configuration pods with dnsPolicy Default get:
+// the host's, unless it only names a loopback resolver (systemd-resolved),
+// which a pod cannot reach; then the upstream list resolved keeps.
+func resolvConf() string {
+	for _, p := range []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if !onlyLoopback(string(data)) {
+			return p
+		}
+	}
+	return "/etc/resolv.conf"
+}
+
+func onlyLoopback(conf string) bool {
+	seen := false
+	for _, line := range strings.Split(conf, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			seen = true
+			if ip := net.ParseIP(f[1]); ip == nil || !ip.IsLoopback() {
+				return false
+			}
+		}
+	}
+	return seen
+}
