@@ -50,7 +50,10 @@ type Config struct {
 	ClusterDNS    string
 	ClusterDomain string
 	KubeletArgs   []string
-	Logger        *slog.Logger
+	// CgroupRoot parents the pods' cgroups (default /skiff); two agents on
+	// one host (tests) need different ones.
+	CgroupRoot string
+	Logger     *slog.Logger
 }
 
 func (c *Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }
@@ -149,7 +152,10 @@ func Run(ctx context.Context, c Config) error {
 	if c.ClusterDNS != "" {
 		dns = append(dns, c.ClusterDNS)
 	}
-	cgroupRoot, err := ensureCgroupRoot("skiff")
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = "/skiff"
+	}
+	cgroupRoot, err := ensureCgroupRoot(strings.Trim(c.CgroupRoot, "/"))
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

@@ -98,6 +98,8 @@ func (c Config) configuration() *kubeletv1beta1.KubeletConfiguration {
 		CgroupsPerQOS:          ptr.To(true),
 		EnforceNodeAllocatable: []string{"pods"},
 		StaticPodPath:          "",
+		// The API server checks node health through leases, not this port.
+		HealthzPort: ptr.To[int32](0),
 	}
 }
 

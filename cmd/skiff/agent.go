@@ -27,6 +27,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "run-dir", Value: "/run/skiff", Usage: "directory for sockets and runtime state"},
 		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Usage: "cluster DNS address pods use"},
 		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Usage: "cluster DNS domain"},
+		&cli.StringFlag{Name: "cgroup-root", Value: "/skiff", Usage: "cgroup parent of the node's pods (one per agent on a host)"},
 	}
 }
 
@@ -86,6 +87,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		ClusterDNS:    c.String("cluster-dns"),
 		ClusterDomain: c.String("cluster-domain"),
 		KubeletArgs:   componentArgs(c.StringSlice("kubelet-arg")),
+		CgroupRoot:    c.String("cgroup-root"),
 	}
 	if ip := c.String("node-ip"); ip != "" {
 		if cfg.NodeIP = net.ParseIP(ip); cfg.NodeIP == nil {

@@ -47,6 +47,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(),
 			agentCommand(),
+			killallCommand(),
 			kubectlCommand(),
 			nodesimCommand(),
 			checkConfigCommand(),

@@ -11,11 +11,8 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -23,9 +20,10 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/skiff-sh/skiff/images/oci"
 )
 
 type list []string
@@ -82,7 +80,7 @@ func run(out, arch string, bins, imgs []string) error {
 			return err
 		}
 		// path may end in ,link1,link2: names in /bin that run the program.
-		tarball, err := imageTar(ref, arch, filepath.Base(path), data, links)
+		tarball, err := oci.ImageTar(ref, arch, filepath.Base(path), data, links)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", ref, err)
 		}
@@ -117,116 +115,4 @@ func writeZst(path string, data []byte) error {
 		return err
 	}
 	return os.WriteFile(path, enc.EncodeAll(data, nil), 0o644)
-}
-
-var epoch = time.Unix(0, 0).UTC()
-
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    map[string]string `json:"platform,omitempty"`
-}
-
-func digest(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-// imageTar builds an OCI image layout tarball holding one image whose
-// only layer is the program at /<name>.
-func imageTar(ref, arch, name string, program []byte, links []string) ([]byte, error) {
-	var layer bytes.Buffer
-	lw := tar.NewWriter(&layer)
-	for _, d := range []string{"tmp/"} {
-		if err := lw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o1777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-			return nil, err
-		}
-	}
-	if err := lw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(program)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := lw.Write(program); err != nil {
-		return nil, err
-	}
-	for _, l := range links {
-		if err := lw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-			return nil, err
-		}
-		if err := lw.WriteHeader(&tar.Header{Name: "bin/" + l, Typeflag: tar.TypeSymlink, Linkname: "/" + name, Mode: 0o777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-			return nil, err
-		}
-	}
-	if err := lw.Close(); err != nil {
-		return nil, err
-	}
-	layerDigest := digest(layer.Bytes())
-	config, err := json.Marshal(map[string]any{
-		"architecture": arch,
-		"os":           "linux",
-		"created":      epoch.Format(time.RFC3339),
-		"config": map[string]any{
-			"Entrypoint": []string{"/" + name},
-			"Env":        []string{"PATH=/bin:/"},
-			"WorkingDir": "/",
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	manifest, err := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digest(config), Size: int64(len(config))},
-		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar", Digest: layerDigest, Size: int64(layer.Len())}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	index, err := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.index.v1+json",
-		"manifests": []descriptor{{
-			MediaType: "application/vnd.oci.image.manifest.v1+json",
-			Digest:    digest(manifest), Size: int64(len(manifest)),
-			Annotations: map[string]string{
-				"io.containerd.image.name":          ref,
-				"org.opencontainers.image.ref.name": ref[strings.LastIndex(ref, ":")+1:],
-			},
-			Platform: map[string]string{"architecture": arch, "os": "linux"},
-		}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	tw := tar.NewWriter(&out)
-	add := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
-	}
-	blob := func(b []byte) string { return "blobs/sha256/" + strings.TrimPrefix(digest(b), "sha256:") }
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
-		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{"index.json", index},
-		{blob(manifest), manifest},
-		{blob(config), config},
-		{blob(layer.Bytes()), layer.Bytes()},
-	} {
-		if err := add(f.name, f.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
 }

@@ -47,6 +47,9 @@ type Server struct {
 	// Bin is the skiff binary; Args are extra `skiff server` flags.
 	Bin  string
 	Args []string
+	// Agent runs the server's own node agent (root only); otherwise the
+	// server starts with --disable-agent.
+	Agent bool
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -72,6 +75,16 @@ func StartServer(bin, dir string, args ...string) (*Server, error) {
 	return s, s.Start()
 }
 
+// StartAgentServer is StartServer with the server's own node agent.
+func StartAgentServer(bin, dir string, args ...string) (*Server, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Bin: bin, Args: args, DataDir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log"), Agent: true}
+	return s, s.Start()
+}
+
 // Start (re)starts the process on the same data dir and port.
 func (s *Server) Start() error {
 	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
@@ -82,8 +95,12 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"server", "--data-dir", s.DataDir, "--https-listen-port", fmt.Sprint(s.Port),
-		"--bind-address", "127.0.0.1", "--write-kubeconfig", s.Kubeconfig, "--disable-agent"}, s.Args...)
+	args := []string{"server", "--data-dir", s.DataDir, "--https-listen-port", fmt.Sprint(s.Port),
+		"--bind-address", "127.0.0.1", "--write-kubeconfig", s.Kubeconfig}
+	if !s.Agent {
+		args = append(args, "--disable-agent")
+	}
+	args = append(args, s.Args...)
 	s.cmd = exec.Command(s.Bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
