@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -65,6 +66,9 @@ func Configure(ctx context.Context, c Config) error {
 			return ctx.Err()
 		case <-time.After(time.Second):
 		}
+	}
+	if err := removeStaleBridge(cidrs, log); err != nil {
+		return err
 	}
 	_, nftErr := exec.LookPath("nft")
 	data, err := Render(cidrs, c.DataDir, nftErr == nil)
@@ -134,4 +138,41 @@ func Render(cidrs []string, dataDir string, nat bool) ([]byte, error) {
 		"name":       "skiff",
 		"plugins":    plugins,
 	}, "", "  ")
+}
+
+// removeStaleBridge deletes a bridge left by an earlier installation whose
+// address lies outside this node's pod CIDRs (the bridge plugin refuses
+// to reuse it), so the first pod recreates it with the right address.
+func removeStaleBridge(cidrs []string, log *slog.Logger) error {
+	link, err := netlink.LinkByName(Bridge)
+	if err != nil {
+		return nil // no bridge yet
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("cni: addresses of %s: %w", Bridge, err)
+	}
+	var nets []*net.IPNet
+	for _, c := range cidrs {
+		if _, n, err := net.ParseCIDR(c); err == nil {
+			nets = append(nets, n)
+		}
+	}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		inside := false
+		for _, n := range nets {
+			inside = inside || n.Contains(a.IP)
+		}
+		if !inside {
+			log.Warn("removing a stale pod bridge from an earlier installation", "bridge", Bridge, "address", a.IPNet.String(), "podCIDRs", cidrs)
+			if err := netlink.LinkDel(link); err != nil {
+				return fmt.Errorf("cni: remove stale %s: %w", Bridge, err)
+			}
+			return nil
+		}
+	}
+	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Config says what belongs to the agent.
@@ -25,6 +27,9 @@ type Config struct {
 	// RunDir and DataDir are the agent's directories; shims whose socket
 	// lies under RunDir and mounts under either are the agent's.
 	RunDir, DataDir string
+	// Bridge, when set, is the pod bridge to delete (in this network
+	// namespace).
+	Bridge string
 }
 
 // Run kills and unmounts; it returns what it could not do.
@@ -46,6 +51,13 @@ func Run(c Config) error {
 		}
 	}
 	var errs []error
+	if c.Bridge != "" {
+		if link, err := netlink.LinkByName(c.Bridge); err == nil {
+			if err := netlink.LinkDel(link); err != nil {
+				errs = append(errs, fmt.Errorf("delete %s: %w", c.Bridge, err))
+			}
+		}
+	}
 	for _, dir := range []string{c.RunDir, c.DataDir} {
 		if dir == "" {
 			continue

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skiff-sh/skiff/agent/cni"
 	"github.com/skiff-sh/skiff/agent/killall"
 )
 
@@ -18,7 +19,7 @@ func killallCommand() *cli.Command {
 			&cli.StringFlag{Name: "cgroup-root", Value: "/skiff", Usage: "cgroup parent of the node's pods"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := killall.Run(killall.Config{CgroupRoot: c.String("cgroup-root"), RunDir: c.String("run-dir"), DataDir: c.String("data-dir")}); err != nil {
+			if err := killall.Run(killall.Config{CgroupRoot: c.String("cgroup-root"), RunDir: c.String("run-dir"), DataDir: c.String("data-dir"), Bridge: cni.Bridge}); err != nil {
 				return fmt.Errorf("killall: %w", err)
 			}
 			return nil

@@ -90,7 +90,7 @@ func run(m *testing.M) int {
 	}
 	defer func() {
 		s.Stop()
-		if err := killall.Run(killall.Config{CgroupRoot: "/skiff-e2e", RunDir: runDir, DataDir: dir}); err != nil {
+		if err := killall.Run(killall.Config{CgroupRoot: "/skiff-e2e", RunDir: runDir, DataDir: dir, Bridge: "cni0"}); err != nil {
 			fmt.Fprintln(os.Stderr, "killall:", err)
 		}
 	}()

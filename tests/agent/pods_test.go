@@ -283,7 +283,7 @@ func TestCrashLoopBackOff(t *testing.T) {
 	if last == nil || last.ExitCode != 3 || last.Reason != "Error" {
 		t.Fatalf("lastState.terminated = %+v, want exit code 3, reason Error", last)
 	}
-	testserver.MustContain(t, kubectl(t, "-n", ns, "get", "pod", "crash"), "CrashLoopBackOff")
+	testserver.MustContain(t, kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=crash"), "BackOff", "Back-off restarting failed container")
 }
 
 func TestMemoryLimitOOMKilled(t *testing.T) {
