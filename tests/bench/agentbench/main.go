@@ -1,0 +1,349 @@
+// Command agentbench measures Skiff's node side on this machine, as root:
+//
+//   - cold start: `skiff server` (with its agent) from an empty data dir to
+//     its node Ready;
+//   - memory (PSS summed over every process Skiff runs: skiff, its
+//     containerd, the shims; plus each process's RssAnon) of the whole
+//     single-node cluster idle, and of an agent-only node (a second
+//     `skiff agent` in its own network namespace) with 0 and N pods;
+//   - pod startup latency (create → Running seen by a watch) for N pods
+//     created at R pods/s on the agent-only node, image present;
+//   - binary and compressed artifact sizes.
+//
+// It prints one "key value" line per figure; scripts/bench.sh turns them
+// into the report.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/skiff", "skiff binary")
+	pods := flag.Int("pods", 30, "pods to start on the agent-only node")
+	rate := flag.Float64("rate", 5, "pods created per second")
+	settle := flag.Duration("settle", 20*time.Second, "wait before memory readings")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "agentbench: needs root")
+		os.Exit(2)
+	}
+	if err := run(*bin, *pods, *rate, *settle); err != nil {
+		fmt.Fprintln(os.Stderr, "agentbench:", err)
+		os.Exit(1)
+	}
+}
+
+const (
+	netns   = "skiff-bench-n2"
+	hostIP  = "10.198.0.1"
+	node2IP = "10.198.0.2"
+)
+
+func out(key string, v any) { fmt.Printf("%s %v\n", key, v) }
+
+func run(bin string, npods int, rate float64, settle time.Duration) error {
+	bin, _ = filepath.Abs(bin)
+	if err := sizes(bin); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "skiff-agentbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	port := 17443
+	kubeconfig := filepath.Join(tmp, "kubeconfig.yaml")
+	srvRun := filepath.Join(tmp, "run1")
+	start := time.Now()
+	srv := exec.Command(bin, "server", "--data-dir", filepath.Join(tmp, "s"), "--https-listen-port", strconv.Itoa(port),
+		"--write-kubeconfig", kubeconfig, "--node-name", "bench-1", "--run-dir", srvRun, "--cgroup-root", "/skiff-bench",
+		"--kubelet-port", "17250", "--tls-san", hostIP)
+	logf, _ := os.Create(filepath.Join(tmp, "server.log"))
+	srv.Stdout, srv.Stderr = logf, logf
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_, _ = srv.Process.Wait()
+		_ = exec.Command(bin, "killall", "--data-dir", filepath.Join(tmp, "s"), "--run-dir", srvRun, "--cgroup-root", "/skiff-bench").Run()
+	}()
+	ctx := context.Background()
+	var cs *kubernetes.Clientset
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if cs == nil {
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				return false, nil
+			}
+			cfg.QPS, cfg.Burst = 100, 100
+			cs = kubernetes.NewForConfigOrDie(cfg)
+		}
+		return nodeReady(ctx, cs, "bench-1"), nil
+	}); err != nil {
+		return fmt.Errorf("server node not Ready: %w (log %s)", err, logf.Name())
+	}
+	out("cold_start_to_node_ready_s", fmt.Sprintf("%.2f", time.Since(start).Seconds()))
+
+	time.Sleep(settle)
+	if err := memory("cluster_idle", srv.Process.Pid, srvRun); err != nil {
+		return err
+	}
+
+	// The agent-only node, in its own network namespace.
+	if err := setupNetns(); err != nil {
+		return err
+	}
+	defer teardownNetns()
+	token, err := os.ReadFile(filepath.Join(tmp, "s", "server", "node-token"))
+	if err != nil {
+		return err
+	}
+	agRun := filepath.Join(tmp, "run2")
+	ag := exec.Command("nsenter", "--net=/var/run/netns/"+netns, "--", bin, "agent",
+		"--server", fmt.Sprintf("https://%s:%d", hostIP, port), "--token", strings.TrimSpace(string(token)),
+		"--data-dir", filepath.Join(tmp, "a"), "--run-dir", agRun, "--node-name", "bench-2", "--node-ip", node2IP,
+		"--cgroup-root", "/skiff-bench-2", "--kubelet-port", "17251")
+	alog, _ := os.Create(filepath.Join(tmp, "agent.log"))
+	ag.Stdout, ag.Stderr = alog, alog
+	ag.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	agStart := time.Now()
+	if err := ag.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = ag.Process.Signal(syscall.SIGTERM)
+		_, _ = ag.Process.Wait()
+		_ = exec.Command(bin, "killall", "--data-dir", filepath.Join(tmp, "a"), "--run-dir", agRun, "--cgroup-root", "/skiff-bench-2").Run()
+	}()
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		return nodeReady(ctx, cs, "bench-2"), nil
+	}); err != nil {
+		return fmt.Errorf("agent node not Ready: %w (log %s)", err, alog.Name())
+	}
+	out("agent_start_to_node_ready_s", fmt.Sprintf("%.2f", time.Since(agStart).Seconds()))
+	time.Sleep(settle)
+	agentPID := childPID(ag.Process.Pid) // nsenter execs, so this is skiff
+	if err := memory("agent_0pods", agentPID, agRun); err != nil {
+		return err
+	}
+
+	lat, err := startPods(ctx, cs, npods, rate)
+	if err != nil {
+		return err
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	out("pod_startup_p50_ms", lat[len(lat)/2].Milliseconds())
+	out("pod_startup_p99_ms", lat[(len(lat)*99+99)/100-1].Milliseconds())
+	out("pod_startup_max_ms", lat[len(lat)-1].Milliseconds())
+	time.Sleep(settle)
+	return memory(fmt.Sprintf("agent_%dpods", npods), agentPID, agRun)
+}
+
+// childPID resolves nsenter's pid: nsenter execs the command in place.
+func childPID(pid int) int { return pid }
+
+func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64) ([]time.Duration, error) {
+	ns := "agentbench"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	// The default ServiceAccount must exist before pods are admitted.
+	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	created := map[string]time.Time{}
+	lat := map[string]time.Duration{}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	deadline := time.After(time.Duration(float64(n)/rate)*time.Second + 2*time.Minute)
+	i := 0
+	for len(lat) < n {
+		select {
+		case <-tick.C:
+			if i < n {
+				name := fmt.Sprintf("p%03d", i)
+				created[name] = time.Now()
+				p := &v1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+					Spec: v1.PodSpec{
+						NodeSelector:                  map[string]string{"kubernetes.io/hostname": "bench-2"},
+						TerminationGracePeriodSeconds: new(int64),
+						Containers:                    []v1.Container{{Name: "demo", Image: "skiff.local/demo:v1", ImagePullPolicy: v1.PullNever}},
+					},
+				}
+				if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+					return nil, err
+				}
+				i++
+			}
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil, fmt.Errorf("watch ended")
+			}
+			p, ok := ev.Object.(*v1.Pod)
+			if !ok {
+				continue
+			}
+			if _, done := lat[p.Name]; !done && p.Status.Phase == v1.PodRunning {
+				if t0, ok := created[p.Name]; ok {
+					lat[p.Name] = time.Since(t0)
+				}
+			}
+		case <-deadline:
+			return nil, fmt.Errorf("only %d of %d pods Running in time", len(lat), n)
+		}
+	}
+	outl := make([]time.Duration, 0, n)
+	for _, d := range lat {
+		outl = append(outl, d)
+	}
+	return outl, nil
+}
+
+// memory reports PSS summed over skiff (pid), its containerd child and the
+// shims serving runDir, and RssAnon per process kind.
+func memory(prefix string, pid int, runDir string) error {
+	procs := map[int]string{pid: "skiff"}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		args := strings.Split(string(cmd), "\x00")
+		switch {
+		case args[0] == "skiff-containerd" && ppid(p) == pid:
+			procs[p] = "containerd"
+		case filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmd), runDir+"/"):
+			procs[p] = "shim"
+		}
+	}
+	var pss, anonShims int
+	shims := 0
+	for p, kind := range procs {
+		pss += field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
+		anon := field("/proc/"+strconv.Itoa(p)+"/status", "RssAnon:")
+		switch kind {
+		case "shim":
+			shims++
+			anonShims += anon
+		default:
+			out(prefix+"_rssanon_"+kind+"_mb", anon/1024)
+		}
+	}
+	out(prefix+"_shims", shims)
+	if shims > 0 {
+		out(prefix+"_rssanon_per_shim_mb", fmt.Sprintf("%.1f", float64(anonShims)/1024/float64(shims)))
+	}
+	out(prefix+"_pss_total_mb", pss/1024)
+	return nil
+}
+
+func ppid(pid int) int {
+	return field("/proc/"+strconv.Itoa(pid)+"/status", "PPid:")
+}
+
+// field reads the first number after name in a /proc file (kB for sizes).
+func field(path, name string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 2 && fs[0] == name {
+			n, _ := strconv.Atoi(fs[1])
+			return n
+		}
+	}
+	return 0
+}
+
+func sizes(bin string) error {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	out("binary_mb", fmt.Sprintf("%.1f", float64(len(data))/1e6))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	if err != nil {
+		return err
+	}
+	out("artifact_zstd_mb", fmt.Sprintf("%.1f", float64(len(enc.EncodeAll(data, nil)))/1e6))
+	return nil
+}
+
+func sh(args ...string) error {
+	if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, b)
+	}
+	return nil
+}
+
+func setupNetns() error {
+	teardownNetns()
+	for _, c := range [][]string{
+		{"ip", "netns", "add", netns},
+		{"ip", "link", "add", "sk-bench-h", "type", "veth", "peer", "name", "sk-bench-n"},
+		{"ip", "link", "set", "sk-bench-n", "netns", netns},
+		{"ip", "addr", "add", hostIP + "/24", "dev", "sk-bench-h"},
+		{"ip", "link", "set", "sk-bench-h", "up"},
+		{"ip", "netns", "exec", netns, "ip", "addr", "add", node2IP + "/24", "dev", "sk-bench-n"},
+		{"ip", "netns", "exec", netns, "ip", "link", "set", "sk-bench-n", "up"},
+		{"ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"},
+		{"ip", "netns", "exec", netns, "ip", "route", "add", "default", "via", hostIP},
+	} {
+		if err := sh(c...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func teardownNetns() {
+	_ = exec.Command("ip", "netns", "del", netns).Run()
+	_ = exec.Command("ip", "link", "del", "sk-bench-h").Run()
+}
