@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -147,6 +151,11 @@ func Run(ctx context.Context, c Config) error {
 			log.Error("pod network configuration failed", "err", err)
 		}
 	}()
+
+	go annotateNode(ctx, log, client, c.NodeName, map[string]string{
+		// Where the server's local-path provisioner puts this node's volumes.
+		"skiff.dev/local-path-dir": filepath.Join(dir, "storage"),
+	})
 
 	dns := []string{}
 	if c.ClusterDNS != "" {
@@ -288,4 +297,16 @@ func onlyLoopback(conf string) bool {
 		}
 	}
 	return seen
+}
+
+// annotateNode sets annotations on the node once it is registered.
+func annotateNode(ctx context.Context, log *slog.Logger, client kubernetes.Interface, node string, ann map[string]string) {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		return err == nil, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Warn("cannot annotate the node", "err", err)
+	}
 }

@@ -59,7 +59,7 @@ func parseSums(data []byte) (map[string]string, error) {
 		if _, err := hex.DecodeString(sum); err != nil {
 			return nil, fmt.Errorf("embedded: SHA256SUMS line %d: %w", n, err)
 		}
-		out[name] = sum
+		out[name] = strings.ToLower(sum)
 	}
 	return out, sc.Err()
 }
@@ -104,6 +104,9 @@ func extract(fsys fs.FS, sub, dir string) ([]string, error) {
 		names = append(names, name)
 		dst := filepath.Join(dir, name)
 		if fileSum(dst) == sum {
+			if err := os.Chmod(dst, 0o755); err != nil {
+				return nil, fmt.Errorf("embedded: %w", err)
+			}
 			continue
 		}
 		if err := extractOne(fsys, "assets/"+key+".zst", dst, sum); err != nil {
@@ -209,8 +212,8 @@ func (im Image) Open() (io.ReadCloser, error) {
 }
 
 type checked struct {
-	r     io.Reader
-	h     interface {
+	r io.Reader
+	h interface {
 		io.Writer
 		Sum([]byte) []byte
 	}

@@ -38,6 +38,6 @@ if [ ! -f "$out/SHA256SUMS" ] || [ "$(cat $out/.key 2>/dev/null)" != "$key" ]; t
 		-bin bridge="$dir/bridge" -bin host-local="$dir/host-local" \
 		-bin loopback="$dir/loopback" -bin portmap="$dir/portmap" \
 		-image skiff.local/pause:3.10="$dir/img/pause" \
-		-image skiff.local/demo:v1="$dir/img/demo,tar"
+		-image skiff.local/demo:v1="$dir/img/demo,tar,rm"
 	echo "$key" > "$out/.key"
 fi

@@ -36,6 +36,7 @@ import (
 	"github.com/skiff-sh/skiff/server/controllers"
 	"github.com/skiff-sh/skiff/server/join"
 	"github.com/skiff-sh/skiff/server/leader"
+	"github.com/skiff-sh/skiff/server/localpath"
 	"github.com/skiff-sh/skiff/server/pki"
 	"github.com/skiff-sh/skiff/server/scheduler"
 	"github.com/skiff-sh/skiff/server/storage/bolt"
@@ -309,6 +310,25 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			})
 		}()
 	}
+	if !c.DisableControllerManager {
+		kc, err := kubeconfig("local-path", localpath.Identity)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := clientcmd.BuildConfigFromFlags("", kc)
+		if err != nil {
+			return nil, err
+		}
+		client, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			errc <- leader.Run(ctx, kc, "skiff-local-path-provisioner", leader.Default, func(ctx context.Context) error {
+				return localpath.Run(ctx, localpath.Config{Client: client, HelperImage: HelperImage, Logger: c.Logger.With("component", "local-path")})
+			})
+		}()
+	}
 	if !c.DisableScheduler {
 		kc, err := kubeconfig("scheduler", "system:kube-scheduler")
 		if err != nil {
@@ -508,6 +528,10 @@ func waitReady(ctx context.Context, admin *rest.Config, apiErr <-chan error) err
 		}
 	}
 }
+
+// HelperImage runs Skiff's helper pods (volume clean-up); every agent
+// imports it at start.
+const HelperImage = "skiff.local/demo:v1"
 
 // ControlPlaneLabel marks the nodes that run a Skiff server.
 const ControlPlaneLabel = "node-role.kubernetes.io/control-plane"

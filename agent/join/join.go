@@ -71,6 +71,10 @@ func ParseToken(s string) (Token, error) {
 	return Token{CAHash: strings.ToLower(hash), Secret: secret}, nil
 }
 
+// MaxClockSkew is how far this machine's clock may be from the server's:
+// certificates are valid from an hour before they are issued.
+const MaxClockSkew = 50 * time.Minute
+
 // Errors a caller may tell apart (retry only transient ones).
 var (
 	ErrCAHash       = errors.New("server CA does not match the join token's CA hash (wrong server, or a man in the middle)")
@@ -88,8 +92,7 @@ type Config struct {
 	// Dir keeps the node's keys, certificates and password.
 	Dir    string
 	Logger *slog.Logger
-	// HTTPClient overrides the transport (tests); its TLS config is
-	// replaced.
+	// Timeout bounds each request (default 15 s).
 	Timeout time.Duration
 }
 
@@ -140,13 +143,13 @@ func Join(ctx context.Context, c Config) (Credentials, error) {
 		return Credentials{}, fmt.Errorf("join: %w: server %s sent a CA with hash %s, token pins %s", ErrCAHash, c.Server, got, c.Token.CAHash)
 	}
 	if !serverTime.IsZero() {
-		if skew := time.Since(serverTime); skew > 50*time.Minute || skew < -50*time.Minute {
+		if skew := time.Since(serverTime); skew > MaxClockSkew || skew < -MaxClockSkew {
 			return Credentials{}, fmt.Errorf("join: %w: this machine's clock is %s away from the server's (%s); fix the time (NTP) and retry",
 				ErrClockSkew, skew.Round(time.Second), serverTime.UTC().Format(time.RFC3339))
 		}
 	}
 	paths := c.paths()
-	if reusable(paths, ca, c.NodeName) {
+	if reusable(paths, ca, c.NodeName, c.Addresses) {
 		log.Info("reusing node credentials", "dir", c.Dir)
 		return paths, nil
 	}
@@ -171,7 +174,7 @@ func Join(ctx context.Context, c Config) (Credentials, error) {
 	if !pool.AppendCertsFromPEM(ca) {
 		return Credentials{}, errors.New("join: the server's CA bundle holds no certificate")
 	}
-	hc := &http.Client{Timeout: c.Timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	hc := &http.Client{Timeout: c.Timeout, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.Server, "/")+"/v1-skiff/node-certificates", bytes.NewReader(body))
 	if err != nil {
 		return Credentials{}, fmt.Errorf("join: %w", err)
@@ -195,6 +198,12 @@ func Join(ctx context.Context, c Config) (Credentials, error) {
 	var out struct{ ClientCert, ServingCert, CACert string }
 	if err := json.Unmarshal(data, &out); err != nil {
 		return Credentials{}, fmt.Errorf("join: malformed server answer: %w", err)
+	}
+	if err := checkIssued(out.ClientCert, clientKey, ca, x509.ExtKeyUsageClientAuth); err != nil {
+		return Credentials{}, fmt.Errorf("join: the server's client certificate is unusable: %w", err)
+	}
+	if err := checkIssued(out.ServingCert, servingKey, ca, x509.ExtKeyUsageServerAuth); err != nil {
+		return Credentials{}, fmt.Errorf("join: the server's serving certificate is unusable: %w", err)
 	}
 	for _, f := range []struct {
 		path string
@@ -233,7 +242,8 @@ func IsTransient(err error) bool {
 // does that) and the server's clock from the Date header.
 func fetchCA(ctx context.Context, c Config) ([]byte, time.Time, error) {
 	hc := &http.Client{Timeout: c.Timeout, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, //nolint:gosec // verified by hash below
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, //nolint:gosec // verified by hash below
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.Server, "/")+"/cacerts", nil)
 	if err != nil {
@@ -261,7 +271,7 @@ func fetchCA(ctx context.Context, c Config) ([]byte, time.Time, error) {
 
 // reusable reports whether the stored credentials belong to this node
 // name, chain to ca and stay valid for at least a day.
-func reusable(p Credentials, ca []byte, node string) bool {
+func reusable(p Credentials, ca []byte, node string, addrs []string) bool {
 	old, err := os.ReadFile(p.CACert)
 	if err != nil || !bytes.Equal(old, ca) {
 		return false
@@ -286,8 +296,33 @@ func reusable(p Credentials, ca []byte, node string) bool {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{f.usage}}); err != nil {
 			return false
 		}
+		if f.usage == x509.ExtKeyUsageServerAuth {
+			// The node's addresses may have changed since.
+			for _, a := range addrs {
+				if leaf.VerifyHostname(a) != nil {
+					return false
+				}
+			}
+		}
 	}
 	return true
+}
+
+// checkIssued verifies that a signed certificate chains to ca, carries
+// the usage asked for and belongs to the key generated here.
+func checkIssued(certPEM string, keyPEM, ca []byte, usage x509.ExtKeyUsage) error {
+	pair, err := tls.X509KeyPair([]byte(certPEM), keyPEM)
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}})
+	return err
 }
 
 // nodePassword reads the node's password, creating it on first use.

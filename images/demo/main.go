@@ -21,8 +21,11 @@ import (
 )
 
 func main() {
-	if filepath.Base(os.Args[0]) == "tar" {
+	switch filepath.Base(os.Args[0]) {
+	case "tar":
 		os.Exit(tarMain(os.Args[1:]))
+	case "rm":
+		os.Exit(rmMain(os.Args[1:]))
 	}
 	listen := flag.String("listen", ":8080", "address to serve on")
 	failHealth := flag.Bool("fail-healthz", false, "answer /healthz with 500")

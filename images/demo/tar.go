@@ -136,3 +136,24 @@ func tarExtract(r io.Reader, dir string) error {
 		}
 	}
 }
+
+// rmMain is the image's /bin/rm (a link to /demo): `rm -rf PATH...`, what
+// Skiff's volume clean-up helper pods run. It refuses "/".
+func rmMain(args []string) int {
+	code := 0
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		if filepath.Clean(a) == "/" {
+			fmt.Fprintln(os.Stderr, "rm: refusing to remove /")
+			code = 1
+			continue
+		}
+		if err := os.RemoveAll(a); err != nil {
+			fmt.Fprintln(os.Stderr, "rm:", err)
+			code = 1
+		}
+	}
+	return code
+}

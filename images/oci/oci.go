@@ -45,10 +45,12 @@ func ImageTar(ref, arch, name string, program []byte, links []string) ([]byte, e
 	if _, err := lw.Write(program); err != nil {
 		return nil, err
 	}
-	for _, l := range links {
+	if len(links) > 0 {
 		if err := lw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
 			return nil, err
 		}
+	}
+	for _, l := range links {
 		if err := lw.WriteHeader(&tar.Header{Name: "bin/" + l, Typeflag: tar.TypeSymlink, Linkname: "/" + name, Mode: 0o777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
 			return nil, err
 		}
@@ -88,7 +90,7 @@ func ImageTar(ref, arch, name string, program []byte, links []string) ([]byte, e
 			Digest:    digest(manifest), Size: int64(len(manifest)),
 			Annotations: map[string]string{
 				"io.containerd.image.name":          ref,
-				"org.opencontainers.image.ref.name": ref[strings.LastIndex(ref, ":")+1:],
+				"org.opencontainers.image.ref.name": tagOf(ref),
 			},
 			Platform: map[string]string{"architecture": arch, "os": "linux"},
 		}},
@@ -124,4 +126,16 @@ func ImageTar(ref, arch, name string, program []byte, links []string) ([]byte, e
 		return nil, err
 	}
 	return out.Bytes(), nil
+}
+
+// tagOf is the tag of an image reference ("latest" when it has none).
+func tagOf(ref string) string {
+	name := ref[strings.LastIndex(ref, "/")+1:]
+	if i := strings.Index(name, "@"); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndex(name, ":"); i >= 0 {
+		return name[i+1:]
+	}
+	return "latest"
 }

@@ -237,7 +237,9 @@ func TestImageTarDiffers(t *testing.T) {
 		"ref":     func() ([]byte, error) { return oci.ImageTar("example.com/a:2", "amd64", "a", []byte("x"), nil) },
 		"arch":    func() ([]byte, error) { return oci.ImageTar("example.com/a:1", "arm64", "a", []byte("x"), nil) },
 		"program": func() ([]byte, error) { return oci.ImageTar("example.com/a:1", "amd64", "a", []byte("y"), nil) },
-		"links":   func() ([]byte, error) { return oci.ImageTar("example.com/a:1", "amd64", "a", []byte("x"), []string{"sh"}) },
+		"links": func() ([]byte, error) {
+			return oci.ImageTar("example.com/a:1", "amd64", "a", []byte("x"), []string{"sh"})
+		},
 	} {
 		out, err := f()
 		if err != nil {

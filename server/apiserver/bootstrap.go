@@ -16,6 +16,8 @@ import (
 	rbacrest "k8s.io/kubernetes/pkg/registry/rbac/rest"
 	schedulingrest "k8s.io/kubernetes/pkg/registry/scheduling/rest"
 	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
+
+	"github.com/skiff-sh/skiff/server/localpath"
 )
 
 // Upstream's bootstrap hooks for the RBAC policy and the system priority
@@ -59,7 +61,7 @@ func hook(f func(context.Context, kubernetes.Interface) error) genericapiserver.
 // bindings kube-apiserver creates, from bootstrappolicy) into the cluster.
 func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
 	rbac := client.RbacV1()
-	for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
+	for _, r := range append(append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...), skiffRoles()...) {
 		if _, err := (&reconciliation.ReconcileRoleOptions{
 			Role:    reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
 			Client:  reconciliation.ClusterRoleModifier{Client: rbac.ClusterRoles()},
@@ -105,6 +107,11 @@ func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
 // KubeletClientUser is the API server's user name towards kubelets.
 const KubeletClientUser = "kube-apiserver-kubelet-client"
 
+// skiffRoles are Skiff's own control loops' roles.
+func skiffRoles() []rbacv1.ClusterRole {
+	return []rbacv1.ClusterRole{localpath.ClusterRole()}
+}
+
 // skiffBindings are the bindings Skiff adds to upstream's policy: the API
 // server may use every kubelet API (logs, exec, port-forward, stats), as
 // kubeadm and k3s bind it.
@@ -114,6 +121,10 @@ func skiffBindings() []rbacv1.ClusterRoleBinding {
 			Labels: map[string]string{"kubernetes.io/bootstrapping": "rbac-defaults"}},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
 		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: KubeletClientUser}},
+	}, {
+		ObjectMeta: metav1.ObjectMeta{Name: localpath.Identity},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: localpath.Identity},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: localpath.Identity}},
 	}}
 }
 

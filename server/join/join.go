@@ -48,9 +48,6 @@ const (
 	CertsPath   = "/v1-skiff/node-certificates"
 	// User is the basic-auth user name agents present with the secret.
 	User = "node"
-	// MaxClockSkew is how far an agent's clock may be from the server's
-	// (certificates are valid from an hour before issue).
-	MaxClockSkew = 50 * time.Minute
 )
 
 // Request is what an agent sends to obtain its certificates.
@@ -89,17 +86,12 @@ type Config struct {
 	// server is ready, when joins answer 503.
 	Client func() kubernetes.Interface
 	Logger *slog.Logger
-	// Now is the clock (tests).
-	Now func() time.Time
 }
 
 // Handler serves the join endpoints.
 func Handler(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+CACertsPath, func(w http.ResponseWriter, r *http.Request) {
