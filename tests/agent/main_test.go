@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiff-sh/skiff/agent/checkconfig"
 	"github.com/skiff-sh/skiff/agent/killall"
@@ -95,6 +96,10 @@ func run(m *testing.M) int {
 		}
 	}()
 	shared = s
+	if err := waitNodeReady(s, nodeName, 90*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "%v; server log tail:\n%s\n", err, s.Tail())
+		return 1
+	}
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "server log tail:\n%s\n", s.Tail())
@@ -222,4 +227,32 @@ func taskPID(t testing.TB, containerID string) uint32 {
 		t.Fatal(err)
 	}
 	return task.Pid()
+}
+
+// waitNodeReady waits for the server's own node to report Ready.
+func waitNodeReady(s *testserver.Server, name string, timeout time.Duration) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	err = wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == v1.NodeReady {
+				return c.Status == v1.ConditionTrue, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s not Ready after %s: %w", name, timeout, err)
+	}
+	return nil
 }
