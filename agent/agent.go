@@ -24,6 +24,7 @@ import (
 	"github.com/skiff-sh/skiff/agent/containerd"
 	"github.com/skiff-sh/skiff/agent/join"
 	"github.com/skiff-sh/skiff/agent/kubelet"
+	"github.com/skiff-sh/skiff/agent/registries"
 	"github.com/skiff-sh/skiff/embedded"
 )
 
@@ -115,9 +116,18 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	cniConfDir := filepath.Join(dir, "etc", "cni", "net.d")
-	registryDir := ""
-	if c.ConfigDir != "" {
-		registryDir = filepath.Join(dir, "etc", "containerd", "certs.d")
+	// registries.yaml → hosts.toml files (mirrors, TLS) and credentials.
+	regs, err := registries.Load(filepath.Join(c.ConfigDir, "registries.yaml"))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	registryDir := filepath.Join(dir, "etc", "containerd", "certs.d")
+	if err := regs.WriteHosts(registryDir); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	auths := map[string]containerd.RegistryAuth{}
+	for host, a := range regs.Auths() {
+		auths[host] = containerd.RegistryAuth{Username: a.Username, Password: a.Password, Auth: a.Auth, IdentityToken: a.IdentityToken}
 	}
 	rt, err := containerd.Start(ctx, containerd.Config{
 		Executable:        c.Executable,
@@ -126,6 +136,7 @@ func Run(ctx context.Context, c Config) error {
 		BinDir:            binDir,
 		CNIConfDir:        cniConfDir,
 		RegistryConfigDir: registryDir,
+		RegistryAuths:     auths,
 		SandboxImage:      SandboxImage,
 		LogFile:           filepath.Join(dir, "containerd", "containerd.log"),
 		Logger:            log.With("component", "containerd"),

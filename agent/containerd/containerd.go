@@ -39,11 +39,18 @@ type Config struct {
 	// RegistryConfigDir holds per-registry hosts.toml files (mirrors,
 	// credentials); empty for none.
 	RegistryConfigDir string
+	// RegistryAuths are credentials by registry host (registries.yaml).
+	RegistryAuths map[string]RegistryAuth
 	// SandboxImage is the pause image reference.
 	SandboxImage string
 	// LogFile receives containerd's output.
 	LogFile string
 	Logger  *slog.Logger
+}
+
+// RegistryAuth is a registry login for the CRI plugin.
+type RegistryAuth struct {
+	Username, Password, Auth, IdentityToken string
 }
 
 // Socket is containerd's gRPC socket (also its CRI endpoint).
@@ -65,9 +72,16 @@ oom_score = 0
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = {{printf "%q" .SandboxImage}}
-{{- if .RegistryConfigDir}}
   [plugins."io.containerd.cri.v1.images".registry]
+{{- if .RegistryConfigDir}}
     config_path = {{printf "%q" .RegistryConfigDir}}
+{{- end}}
+{{- range $host, $a := .RegistryAuths}}
+    [plugins."io.containerd.cri.v1.images".registry.configs.{{printf "%q" $host}}.auth]
+      username = {{printf "%q" $a.Username}}
+      password = {{printf "%q" $a.Password}}
+      auth = {{printf "%q" $a.Auth}}
+      identitytoken = {{printf "%q" $a.IdentityToken}}
 {{- end}}
 
 [plugins."io.containerd.cri.v1.runtime"]

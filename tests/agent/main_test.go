@@ -77,6 +77,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	configDir := filepath.Join(tmp, "etc")
+	if err := startRegistry(tmp, configDir); err != nil {
+		fmt.Fprintln(os.Stderr, "registry:", err)
+		return 1
+	}
+	defer stopRegistry()
 	port, err := testserver.FreePort()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -84,7 +90,7 @@ func run(m *testing.M) int {
 	}
 	s, err := testserver.StartAgentServer(bin, dir, "--node-name", nodeName, "--run-dir", runDir,
 		"--kubelet-port", fmt.Sprint(port), "--cgroup-root", "/skiff-e2e",
-		"--bind-address", "0.0.0.0", "--tls-san", hostIP)
+		"--bind-address", "0.0.0.0", "--tls-san", hostIP, "--config-dir", configDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
