@@ -159,13 +159,13 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	var joinClient atomic.Pointer[kubernetes.Clientset]
+	var loopbackAdmin atomic.Pointer[kubernetes.Clientset]
 	joinHandler := join.Handler(join.Config{
 		CACertFile: bundle.CACert,
 		Secret:     token,
 		Signer:     bundle,
 		Client: func() kubernetes.Interface {
-			if c := joinClient.Load(); c != nil {
+			if c := loopbackAdmin.Load(); c != nil {
 				return c
 			}
 			return nil
@@ -192,10 +192,16 @@ func Run(ctx context.Context, c Config) error {
 			KubeletClientKey:  kubeletKey,
 			Join:              joinHandler,
 			JoinPaths:         join.Handles,
-			ServiceCIDR:       c.ServiceCIDR,
-			NodePortRange:     c.NodePortRange,
-			ExtraArgs:         append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
-			Logger:            log,
+			MetricsClient: func() kubernetes.Interface {
+				if c := loopbackAdmin.Load(); c != nil {
+					return c
+				}
+				return nil
+			},
+			ServiceCIDR:   c.ServiceCIDR,
+			NodePortRange: c.NodePortRange,
+			ExtraArgs:     append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
+			Logger:        log,
 		})
 	}()
 
@@ -213,7 +219,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)
 	}
-	joinClient.Store(adminClient)
+	loopbackAdmin.Store(adminClient)
 	if c.ControlPlaneNode != "" {
 		go labelControlPlane(ctx, log, adminClient, c.ControlPlaneNode)
 	}

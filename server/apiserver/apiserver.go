@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -56,6 +57,10 @@ type Config struct {
 	// in front of authentication; JoinPaths selects its requests.
 	Join      http.Handler
 	JoinPaths func(path string) bool
+
+	// MetricsClient reaches the API as the metrics API's scraper (nil
+	// until ready).
+	MetricsClient func() kubernetes.Interface
 
 	ServiceCIDR   string
 	NodePortRange string
@@ -184,7 +189,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("apiserver: complete config: %w", err)
 	}
-	chain, err := app.CreateServerChain(cc)
+	chain, err := createServerChain(cc, c.MetricsClient)
 	if err != nil {
 		return fmt.Errorf("apiserver: create server chain: %w", err)
 	}

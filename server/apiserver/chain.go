@@ -1,0 +1,80 @@
+package apiserver
+
+import (
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	genericapifilters "k8s.io/apiserver/pkg/endpoints/filters"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/util/notfoundhandler"
+	"k8s.io/client-go/kubernetes"
+	aggregatorapiserver "k8s.io/kube-aggregator/pkg/apiserver"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controlplaneapiserver "k8s.io/kubernetes/pkg/controlplane/apiserver"
+
+	"github.com/skiff-sh/skiff/server/metrics"
+)
+
+// createServerChain is upstream's app.CreateServerChain (apiextensions →
+// kube-apiserver → aggregator) with one step added: the resource metrics
+// API (server/metrics) is installed into the kube-apiserver before the
+// aggregator is built, so the aggregator auto-registers a local APIService
+// for it and discovery lists it like any built-in group.
+func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface) (*aggregatorapiserver.APIAggregator, error) {
+	notFound := notfoundhandler.New(config.KubeAPIs.ControlPlane.Generic.Serializer, genericapifilters.NoMuxAndDiscoveryIncompleteKey)
+	apiExtensions, err := config.ApiExtensions.New(genericapiserver.NewEmptyDelegateWithCustomHandler(notFound))
+	if err != nil {
+		return nil, err
+	}
+	crdAPIEnabled := config.ApiExtensions.GenericConfig.MergedResourceConfig.ResourceEnabled(
+		schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	kube, err := config.KubeAPIs.New(apiExtensions.GenericAPIServer)
+	if err != nil {
+		return nil, err
+	}
+	if err := metrics.Install(kube.ControlPlane.GenericAPIServer, metricsClient); err != nil {
+		return nil, err
+	}
+	return controlplaneapiserver.CreateAggregatorServer(config.Aggregator, kube.ControlPlane.GenericAPIServer,
+		apiExtensions.Informers.Apiextensions().V1().CustomResourceDefinitions(), crdAPIEnabled, apiServicePriorities())
+}
+
+// apiServicePriorities orders the groups in discovery: upstream's generic
+// table plus kube-apiserver's own (cmd/kube-apiserver/app/aggregator.go,
+// unexported there) plus metrics.k8s.io as metrics-server registers it.
+// A group missing here is not auto-registered, so keep it complete.
+func apiServicePriorities() map[schema.GroupVersion]controlplaneapiserver.APIServicePriority {
+	p := controlplaneapiserver.DefaultGenericAPIServicePriorities()
+	type prio = controlplaneapiserver.APIServicePriority
+	for gv, v := range map[schema.GroupVersion]prio{
+		{Group: "", Version: "v1"}:                        {Group: 18000, Version: 1},
+		{Group: "apps", Version: "v1"}:                    {Group: 17800, Version: 15},
+		{Group: "autoscaling", Version: "v1"}:             {Group: 17500, Version: 15},
+		{Group: "autoscaling", Version: "v2"}:             {Group: 17500, Version: 30},
+		{Group: "autoscaling", Version: "v2beta1"}:        {Group: 17500, Version: 9},
+		{Group: "autoscaling", Version: "v2beta2"}:        {Group: 17500, Version: 1},
+		{Group: "batch", Version: "v1"}:                   {Group: 17400, Version: 15},
+		{Group: "batch", Version: "v1beta1"}:              {Group: 17400, Version: 9},
+		{Group: "batch", Version: "v2alpha1"}:             {Group: 17400, Version: 9},
+		{Group: "networking.k8s.io", Version: "v1"}:       {Group: 17200, Version: 15},
+		{Group: "networking.k8s.io", Version: "v1beta1"}:  {Group: 17200, Version: 9},
+		{Group: "policy", Version: "v1"}:                  {Group: 17100, Version: 15},
+		{Group: "policy", Version: "v1beta1"}:             {Group: 17100, Version: 9},
+		{Group: "storage.k8s.io", Version: "v1"}:          {Group: 16800, Version: 15},
+		{Group: "storage.k8s.io", Version: "v1beta1"}:     {Group: 16800, Version: 9},
+		{Group: "storage.k8s.io", Version: "v1alpha1"}:    {Group: 16800, Version: 1},
+		{Group: "scheduling.k8s.io", Version: "v1"}:       {Group: 16600, Version: 15},
+		{Group: "scheduling.k8s.io", Version: "v1beta1"}:  {Group: 16600, Version: 9},
+		{Group: "scheduling.k8s.io", Version: "v1alpha3"}: {Group: 16600, Version: 3},
+		{Group: "node.k8s.io", Version: "v1"}:             {Group: 16300, Version: 15},
+		{Group: "node.k8s.io", Version: "v1alpha1"}:       {Group: 16300, Version: 1},
+		{Group: "node.k8s.io", Version: "v1beta1"}:        {Group: 16300, Version: 9},
+		{Group: "resource.k8s.io", Version: "v1"}:         {Group: 16200, Version: 21},
+		{Group: "resource.k8s.io", Version: "v1beta2"}:    {Group: 16200, Version: 15},
+		{Group: "resource.k8s.io", Version: "v1beta1"}:    {Group: 16200, Version: 9},
+		{Group: "resource.k8s.io", Version: "v1alpha3"}:   {Group: 16200, Version: 1},
+		{Group: "lifecycle.k8s.io", Version: "v1alpha1"}:  {Group: 15700, Version: 1},
+		{Group: "metrics.k8s.io", Version: "v1beta1"}:     {Group: 100, Version: 100},
+	} {
+		p[gv] = v
+	}
+	return p
+}
