@@ -44,6 +44,11 @@ bench: build
 bench-sched: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) BENCH_SCHED=only ./scripts/bench.sh
 
+# Node side (root): cold start, pod startup latency, memory, artifact size.
+.PHONY: bench-agent
+bench-agent: build
+	SKIFF_BIN=$(CURDIR)/$(BIN) BENCH_AGENT=only ./scripts/bench.sh
+
 clean:
 	rm -rf bin
 fuzz:

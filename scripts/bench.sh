@@ -265,6 +265,29 @@ PY
   echo "=== sched bench report: $report"
   cat "$report"
 }
+# --- node side (root; BENCH_AGENT=only: make bench-agent) ---
+# agentbench (tests/bench/agentbench): cold start of `skiff server` to node
+# Ready; pod startup p50/p99 (create -> Running via watch) for
+# BENCH_AGENT_PODS pods at BENCH_AGENT_RATE pods/s on an agent-only node in
+# its own network namespace, image present; PSS summed over skiff, its
+# containerd and shims plus RssAnon per process, for the whole single-node
+# cluster idle and the agent-only node with 0 and N pods; binary and
+# zstd-compressed artifact size. Published baselines (k3s): agent 275 MB,
+# server+agent 1.2-1.6 GB, artifact ~78 MB.
+AGENT=${BENCH_AGENT:-0}
+agent_bench() {
+  [ "$(id -u)" = 0 ] || { log "agent bench needs root"; failed=1; return; }
+  go build -o "$work/agentbench" "$root/tests/bench/agentbench"
+  local report="$out/agent-$(date +%Y%m%d-%H%M%S).txt" res
+  run res "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${BENCH_SETTLE}s"
+  { echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin"; echo "$res"; } > "$report"
+  echo; echo "=== agent bench report: $report"; cat "$report"
+}
+if [ "$AGENT" = only ]; then
+  agent_bench
+  if [ "$failed" -ne 0 ]; then echo "bench: some measurements FAILED (see above)" >&2; exit 1; fi
+  exit 0
+fi
 if [ "$SCHED" = only ]; then
   sched_bench
   if [ "$failed" -ne 0 ]; then echo "bench: some measurements FAILED (see above)" >&2; exit 1; fi
