@@ -70,13 +70,18 @@ func Configure(ctx context.Context, c Config) error {
 	if err := removeStaleBridge(cidrs, log); err != nil {
 		return err
 	}
+	if err := EnsureMasquerade(cidrs); err != nil {
+		return err
+	}
+	// hostPort mappings: the portmap plugin programs nftables through the
+	// host's nft program.
 	_, nftErr := exec.LookPath("nft")
 	data, err := Render(cidrs, c.DataDir, nftErr == nil)
 	if err != nil {
 		return err
 	}
 	if nftErr != nil {
-		log.Warn("no nft program on this host: pods get no hostPort mappings and no masquerading to outside the cluster until the networking release")
+		log.Warn("no nft program on this host: pods' hostPort mappings are not available")
 	}
 	if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
 		return fmt.Errorf("cni: %w", err)
@@ -96,9 +101,10 @@ func Configure(ctx context.Context, c Config) error {
 	return nil
 }
 
-// Render returns the conflist for the node's pod CIDRs. nat adds the
-// portmap plugin and masquerading (both need nftables' nft program).
-func Render(cidrs []string, dataDir string, nat bool) ([]byte, error) {
+// Render returns the conflist for the node's pod CIDRs. hostPorts adds the
+// portmap plugin (it needs nftables' nft program). Masquerading is the
+// agent's (EnsureMasquerade), not the bridge plugin's.
+func Render(cidrs []string, dataDir string, hostPorts bool) ([]byte, error) {
 	var ranges [][]map[string]string
 	var routes []map[string]string
 	for _, c := range cidrs {
@@ -118,7 +124,7 @@ func Render(cidrs []string, dataDir string, nat bool) ([]byte, error) {
 		"bridge":      Bridge,
 		"isGateway":   true,
 		"hairpinMode": true,
-		"ipMasq":      nat,
+		"ipMasq":      false,
 		"ipam": map[string]any{
 			"type":    "host-local",
 			"ranges":  ranges,
@@ -126,11 +132,8 @@ func Render(cidrs []string, dataDir string, nat bool) ([]byte, error) {
 			"dataDir": dataDir,
 		},
 	}
-	if nat {
-		bridge["ipMasqBackend"] = "nftables"
-	}
 	plugins := []any{bridge}
-	if nat {
+	if hostPorts {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "backend": "nftables"})
 	}
 	return json.MarshalIndent(map[string]any{

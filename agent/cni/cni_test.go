@@ -2,6 +2,8 @@ package cni
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -37,10 +39,10 @@ func TestRender(t *testing.T) {
 		nat        bool
 		wantRoutes []string
 	}{
-		{name: "IPv4 without NAT", cidrs: []string{"10.42.0.0/24"}, wantRoutes: []string{"0.0.0.0/0"}},
-		{name: "IPv4 with NAT", cidrs: []string{"10.42.0.0/24"}, nat: true, wantRoutes: []string{"0.0.0.0/0"}},
+		{name: "IPv4 without host ports", cidrs: []string{"10.42.0.0/24"}, wantRoutes: []string{"0.0.0.0/0"}},
+		{name: "IPv4 with host ports", cidrs: []string{"10.42.0.0/24"}, nat: true, wantRoutes: []string{"0.0.0.0/0"}},
 		{name: "IPv6", cidrs: []string{"fd00:42::/64"}, wantRoutes: []string{"::/0"}},
-		{name: "dual stack with NAT", cidrs: []string{"10.42.1.0/24", "fd00:42:1::/64"}, nat: true, wantRoutes: []string{"0.0.0.0/0", "::/0"}},
+		{name: "dual stack with host ports", cidrs: []string{"10.42.1.0/24", "fd00:42:1::/64"}, nat: true, wantRoutes: []string{"0.0.0.0/0", "::/0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,15 +71,9 @@ func TestRender(t *testing.T) {
 			if br.IsGateway == nil || !*br.IsGateway || br.HairpinMode == nil || !*br.HairpinMode {
 				t.Fatal("bridge must be the gateway with hairpin mode")
 			}
-			if br.IPMasq == nil || *br.IPMasq != tt.nat {
-				t.Fatalf("ipMasq %v, want %v", br.IPMasq, tt.nat)
-			}
-			if tt.nat {
-				if br.IPMasqBackend == nil || *br.IPMasqBackend != "nftables" {
-					t.Fatalf("ipMasqBackend %v, want nftables", br.IPMasqBackend)
-				}
-			} else if br.IPMasqBackend != nil {
-				t.Fatalf("ipMasqBackend %q without NAT", *br.IPMasqBackend)
+			// Masquerading is the agent's nftables rule, never the plugin's.
+			if br.IPMasq == nil || *br.IPMasq || br.IPMasqBackend != nil {
+				t.Fatalf("ipMasq %v backend %v, want false and none", br.IPMasq, br.IPMasqBackend)
 			}
 			if br.IPAM == nil || br.IPAM.Type != "host-local" || br.IPAM.DataDir != "/var/lib/skiff/networks" {
 				t.Fatalf("ipam %+v", br.IPAM)
@@ -105,7 +101,7 @@ func TestRender(t *testing.T) {
 			}
 			for _, p := range c.Plugins {
 				if p.Type == "portmap" && !tt.nat {
-					t.Fatal("portmap without NAT")
+					t.Fatal("portmap without host ports")
 				}
 			}
 		})
@@ -143,5 +139,32 @@ func TestRenderDeterministic(t *testing.T) {
 		if string(a) != string(b) {
 			t.Fatal("Render output is not stable across calls")
 		}
+	}
+}
+
+// TestEnsureMasquerade programs the real kernel (root only) and checks the
+// rule with nft when it is installed.
+func TestEnsureMasquerade(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("programming nftables needs root")
+	}
+	if err := EnsureMasquerade([]string{"10.250.7.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	// Idempotent: a second call replaces, never duplicates.
+	if err := EnsureMasquerade([]string{"10.250.7.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "ip", natTable).Run() })
+	if _, err := exec.LookPath("nft"); err != nil {
+		return
+	}
+	out, err := exec.Command("nft", "list", "table", "ip", natTable).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v\n%s", err, out)
+	}
+	rule := `ip saddr 10.250.7.0/24 oifname != "cni0" masquerade`
+	if strings.Count(string(out), rule) != 1 {
+		t.Fatalf("want exactly one %q in:\n%s", rule, out)
 	}
 }

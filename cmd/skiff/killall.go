@@ -22,6 +22,9 @@ func killallCommand() *cli.Command {
 			if err := killall.Run(killall.Config{CgroupRoot: c.String("cgroup-root"), RunDir: c.String("run-dir"), DataDir: c.String("data-dir"), Bridge: cni.Bridge}); err != nil {
 				return fmt.Errorf("killall: %w", err)
 			}
+			if err := cni.RemoveMasquerade(); err != nil {
+				return fmt.Errorf("killall: %w", err)
+			}
 			return nil
 		},
 	}
