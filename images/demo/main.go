@@ -74,6 +74,7 @@ func main() {
 			fmt.Fprintf(w, "ip: %s\n", ip)
 		}
 		fmt.Fprintf(w, "uptime: %s\n", time.Since(start).Round(time.Second))
+		fmt.Fprintf(w, "uid: %d gid: %d\n", os.Getuid(), os.Getgid())
 		fmt.Fprintf(w, "request: %s %s %s from %s\n", r.Method, r.Host, r.URL.RequestURI(), r.RemoteAddr)
 		keys := make([]string, 0, len(r.Header))
 		for k := range r.Header {
