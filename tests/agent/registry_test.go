@@ -118,11 +118,15 @@ func stopRegistry() {
 	}
 }
 
-// push copies the node's demo image into the registry as repo:tag.
+// push copies the node's air-gap image into the registry as repo:tag. Not
+// the demo image: the kubelet (KubeletEnsureSecretPulledImages) tracks
+// credentials per image digest, so once a pod pulled a digest with a pull
+// secret, pods without it may no longer use that digest with
+// imagePullPolicy Never — which the other tests do with the demo image.
 func push(t *testing.T, repoTag string) {
 	t.Helper()
 	cl, ctx := runtimeClient(t)
-	img, err := cl.GetImage(ctx, demoImage)
+	img, err := cl.GetImage(ctx, airgapImage)
 	if err != nil {
 		t.Fatal(err)
 	}
