@@ -95,57 +95,36 @@ func Run(ctx context.Context, c Config) error {
 	if c.NodeIP != nil {
 		addrs = append(addrs, c.NodeIP.String())
 	}
+	// The runtime (binaries, containerd, images) needs no server: start it
+	// while joining, which may wait for a server that is still starting.
+	type prepared struct {
+		rt  *containerd.Process
+		err error
+	}
+	prep := make(chan prepared, 1)
+	cniConfDir := filepath.Join(dir, "etc", "cni", "net.d")
+	go func() {
+		rt, err := startRuntime(ctx, c, log, cniConfDir)
+		prep <- prepared{rt, err}
+	}()
 	creds, err := joinWithRetry(ctx, log, join.Config{
 		Server: c.Server, Token: token, NodeName: c.NodeName, Addresses: addrs,
 		Dir: filepath.Join(dir, "cred"), Logger: log,
 	})
 	if err != nil {
+		if p := <-prep; p.rt != nil {
+			p.rt.Stop()
+		}
 		return err
 	}
+	p := <-prep
+	if p.err != nil {
+		return p.err
+	}
+	rt := p.rt
+	defer rt.Stop()
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
 	if err := writeKubeconfig(kubeconfig, c.Server, creds); err != nil {
-		return err
-	}
-
-	version, err := embedded.Version()
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	binDir := filepath.Join(c.DataDir, "data", version, "bin")
-	if _, err := embedded.ExtractBinaries(binDir); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	cniConfDir := filepath.Join(dir, "etc", "cni", "net.d")
-	// registries.yaml → hosts.toml files (mirrors, TLS) and credentials.
-	regs, err := registries.Load(filepath.Join(c.ConfigDir, "registries.yaml"))
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	registryDir := filepath.Join(dir, "etc", "containerd", "certs.d")
-	if err := regs.WriteHosts(registryDir); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	auths := map[string]containerd.RegistryAuth{}
-	for host, a := range regs.Auths() {
-		auths[host] = containerd.RegistryAuth{Username: a.Username, Password: a.Password, Auth: a.Auth, IdentityToken: a.IdentityToken}
-	}
-	rt, err := containerd.Start(ctx, containerd.Config{
-		Executable:        c.Executable,
-		RootDir:           filepath.Join(dir, "containerd"),
-		StateDir:          filepath.Join(c.RunDir, "containerd"),
-		BinDir:            binDir,
-		CNIConfDir:        cniConfDir,
-		RegistryConfigDir: registryDir,
-		RegistryAuths:     auths,
-		SandboxImage:      SandboxImage,
-		LogFile:           filepath.Join(dir, "containerd", "containerd.log"),
-		Logger:            log.With("component", "containerd"),
-	})
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	defer rt.Stop()
-	if err := importImages(ctx, rt, c, log); err != nil {
 		return err
 	}
 
@@ -215,22 +194,73 @@ func Run(ctx context.Context, c Config) error {
 	}
 }
 
+// startRuntime extracts the embedded binaries, starts containerd and
+// imports the embedded and air-gap images.
+func startRuntime(ctx context.Context, c Config, log *slog.Logger, cniConfDir string) (*containerd.Process, error) {
+	dir := c.agentDir()
+	version, err := embedded.Version()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	binDir := filepath.Join(c.DataDir, "data", version, "bin")
+	if _, err := embedded.ExtractBinaries(binDir); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	// registries.yaml → hosts.toml files (mirrors, TLS) and credentials.
+	regs, err := registries.Load(filepath.Join(c.ConfigDir, "registries.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	registryDir := filepath.Join(dir, "etc", "containerd", "certs.d")
+	if err := regs.WriteHosts(registryDir); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	auths := map[string]containerd.RegistryAuth{}
+	for host, a := range regs.Auths() {
+		auths[host] = containerd.RegistryAuth{Username: a.Username, Password: a.Password, Auth: a.Auth, IdentityToken: a.IdentityToken}
+	}
+	rt, err := containerd.Start(ctx, containerd.Config{
+		Executable:        c.Executable,
+		RootDir:           filepath.Join(dir, "containerd"),
+		StateDir:          filepath.Join(c.RunDir, "containerd"),
+		BinDir:            binDir,
+		CNIConfDir:        cniConfDir,
+		RegistryConfigDir: registryDir,
+		RegistryAuths:     auths,
+		SandboxImage:      SandboxImage,
+		LogFile:           filepath.Join(dir, "containerd", "containerd.log"),
+		Logger:            log.With("component", "containerd"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := importImages(ctx, rt, c, log); err != nil {
+		rt.Stop()
+		return nil, err
+	}
+	return rt, nil
+}
+
 // joinWithRetry joins, retrying transient failures (server unreachable or
 // starting) with backoff and saying so; other failures end the agent.
 func joinWithRetry(ctx context.Context, log *slog.Logger, c join.Config) (join.Credentials, error) {
-	delay := time.Second
+	// Quick retries while a server is starting (the server's own agent
+	// starts with it), then exponential backoff up to 30 s.
+	start, delay := time.Now(), 200*time.Millisecond
 	for {
 		creds, err := join.Join(ctx, c)
 		if err == nil || !join.IsTransient(err) {
 			return creds, err
 		}
-		log.Warn("cannot join yet, retrying", "err", err, "in", delay)
+		if time.Since(start) > 10*time.Second {
+			delay = min(delay*2, 30*time.Second)
+			log.Warn("cannot join yet, retrying", "err", err, "in", delay)
+		}
 		select {
 		case <-ctx.Done():
 			return creds, fmt.Errorf("agent: %w (last error: %v)", ctx.Err(), err)
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 

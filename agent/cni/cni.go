@@ -64,7 +64,7 @@ func Configure(ctx context.Context, c Config) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	if err := removeStaleBridge(cidrs, log); err != nil {

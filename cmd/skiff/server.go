@@ -133,23 +133,29 @@ func runServer(c *cli.Context) error {
 	acfg.Logger = cfg.Logger.With("component", "agent")
 	acfg.Server = fmt.Sprintf("https://127.0.0.1:%d", cfg.HTTPSPort)
 	cfg.ControlPlaneNode = acfg.NodeName
-	ready := make(chan struct{})
-	cfg.Ready = ready
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)
+	started := time.Now().Add(-time.Second)
 	go func() { errs <- server.Run(ctx, cfg) }()
 	go func() {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			errs <- nil
-			return
-		}
-		token, err := os.ReadFile(filepath.Join(cfg.DataDir, "server", "node-token"))
-		if err != nil {
-			errs <- fmt.Errorf("agent: %w", err)
-			return
+		// The agent starts with the server (its runtime needs no API) once
+		// this run has written the join token; joining retries until the
+		// API answers.
+		tokenFile := filepath.Join(cfg.DataDir, "server", "node-token")
+		var token []byte
+		for {
+			if st, err := os.Stat(tokenFile); err == nil && st.ModTime().After(started) {
+				if token, err = os.ReadFile(tokenFile); err == nil {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				errs <- nil
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 		acfg.Token = strings.TrimSpace(string(token))
 		if err := agent.Run(ctx, acfg); err != nil {

@@ -38,7 +38,7 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin/skiff", "skiff binary")
-	pods := flag.Int("pods", 30, "pods to start on the agent-only node")
+	pods := flag.Int("pods", 30, "pods to start on the agent-only node (0: cold start and cluster memory only)")
 	rate := flag.Float64("rate", 5, "pods created per second")
 	settle := flag.Duration("settle", 20*time.Second, "wait before memory readings")
 	flag.Parse()
@@ -110,6 +110,9 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 		return err
 	}
 
+	if npods == 0 {
+		return nil
+	}
 	// The agent-only node, in its own network namespace.
 	if err := setupNetns(); err != nil {
 		return err
