@@ -90,6 +90,13 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	// Upstream's kubelet exits the process when its port is taken; say
+	// why before starting anything.
+	if l, err := net.Listen("tcp", fmt.Sprintf(":%d", c.KubeletPort)); err != nil {
+		return fmt.Errorf("agent: kubelet port %d is in use (another kubelet or skiff agent on this host? see --kubelet-port): %w", c.KubeletPort, err)
+	} else {
+		l.Close()
+	}
 	dir := c.agentDir()
 	addrs := []string{c.NodeName, "localhost", "127.0.0.1"}
 	if c.NodeIP != nil {
