@@ -21,6 +21,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
+// ProcessName is argv[0] of the containerd child: the skiff binary runs
+// child.Main when started under this name.
+const ProcessName = "skiff-containerd"
+
 // Namespace is the containerd namespace of the CRI plugin.
 const Namespace = "k8s.io"
 
@@ -97,6 +101,13 @@ oom_score = 0
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{{printf "%q" .BinDir}}]
     conf_dir = {{printf "%q" .CNIConfDir}}
+
+# NRI keeps its socket and plugins in Skiff's directories, not the
+# defaults a host containerd may use.
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = {{printf "%q" (print .StateDir "/nri.sock")}}
+  plugin_path = {{printf "%q" (print .RootDir "/nri/plugins")}}
+  plugin_config_path = {{printf "%q" (print .RootDir "/nri/conf.d")}}
 
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"

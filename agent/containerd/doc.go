@@ -1,7 +1,7 @@
 // Package containerd runs the node's container runtime: upstream
 // containerd v2 with its CRI plugin, carried inside the skiff binary and
 // started as a child process of it (the binary re-executes itself under
-// the name ProcessName, see Main). Skiff's containerd has its own root,
+// the name ProcessName, see package child). Skiff's containerd has its own root,
 // state directory, sockets and cgroup-less shims, so a host that already
 // runs Docker or containerd is not disturbed.
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skiff-sh/skiff/agent/containerd"
+	"github.com/skiff-sh/skiff/agent/containerd/child"
 )
 
 // Set by the build (-ldflags -X main.version=...).
@@ -28,7 +29,7 @@ func main() {
 	// Multicall: the agent starts containerd by re-executing this binary
 	// under containerd.ProcessName.
 	if filepath.Base(os.Args[0]) == containerd.ProcessName {
-		os.Exit(containerd.Main(os.Args))
+		os.Exit(child.Main(os.Args))
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)

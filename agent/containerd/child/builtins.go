@@ -1,4 +1,4 @@
-package containerd
+package child
 
 // The containerd plugins Skiff's runtime carries: upstream's
 // cmd/containerd/builtins minus the snapshotters and differs a node of

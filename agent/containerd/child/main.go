@@ -1,4 +1,8 @@
-package containerd
+// Package child is the containerd side of Skiff's multicall binary: the
+// plugins Skiff's containerd carries and Main, which runs containerd in the
+// re-executed process. It is separate from package containerd (which
+// starts and talks to it) so that only the binary links the daemon.
+package child
 
 import (
 	"context"
@@ -7,10 +11,6 @@ import (
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 )
-
-// ProcessName is argv[0] of the containerd child: the skiff binary runs
-// Main when started under this name.
-const ProcessName = "skiff-containerd"
 
 // Main runs containerd in this process (the multicall child) and returns
 // its exit code.
