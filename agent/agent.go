@@ -213,6 +213,7 @@ func startRuntime(ctx context.Context, c Config, log *slog.Logger, cniConfDir st
 	if _, err := embedded.ExtractBinaries(binDir); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	removeOldAssets(filepath.Join(c.DataDir, "data"), version, log)
 	// registries.yaml → hosts.toml files (mirrors, TLS) and credentials.
 	regs, err := registries.Load(filepath.Join(c.ConfigDir, "registries.yaml"))
 	if err != nil {
@@ -356,5 +357,23 @@ func annotateNode(ctx context.Context, log *slog.Logger, client kubernetes.Inter
 	})
 	if err != nil && ctx.Err() == nil {
 		log.Warn("cannot annotate the node", "err", err)
+	}
+}
+
+// removeOldAssets deletes the binaries extracted by earlier versions of
+// skiff (data/<other hash>). Running shims keep their executables open, so
+// their containers are not affected.
+func removeOldAssets(dataDir, keep string, log *slog.Logger) {
+	entries, err := os.ReadDir(dataDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == keep || len(e.Name()) != len(keep) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dataDir, e.Name())); err != nil {
+			log.Warn("cannot remove old runtime binaries", "dir", e.Name(), "err", err)
+		}
 	}
 }
