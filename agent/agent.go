@@ -209,11 +209,17 @@ func startRuntime(ctx context.Context, c Config, log *slog.Logger, cniConfDir st
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	binDir := filepath.Join(c.DataDir, "data", version, "bin")
-	if _, err := embedded.ExtractBinaries(binDir); err != nil {
+	dataDir := filepath.Join(c.DataDir, "data")
+	if _, err := embedded.ExtractBinaries(filepath.Join(dataDir, version, "bin")); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	removeOldAssets(filepath.Join(c.DataDir, "data"), version, log)
+	// Everything refers to data/current/bin: shims of containers started
+	// by an earlier version find this version's runc through it.
+	if err := pointCurrent(dataDir, version); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	removeOldAssets(dataDir, version, log)
+	binDir := filepath.Join(dataDir, "current", "bin")
 	// registries.yaml → hosts.toml files (mirrors, TLS) and credentials.
 	regs, err := registries.Load(filepath.Join(c.ConfigDir, "registries.yaml"))
 	if err != nil {
@@ -358,6 +364,20 @@ func annotateNode(ctx context.Context, log *slog.Logger, client kubernetes.Inter
 	if err != nil && ctx.Err() == nil {
 		log.Warn("cannot annotate the node", "err", err)
 	}
+}
+
+// pointCurrent makes dataDir/current a symlink to version, atomically.
+func pointCurrent(dataDir, version string) error {
+	link := filepath.Join(dataDir, "current")
+	if target, err := os.Readlink(link); err == nil && target == version {
+		return nil
+	}
+	tmp := link + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(version, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, link)
 }
 
 // removeOldAssets deletes the binaries extracted by earlier versions of
