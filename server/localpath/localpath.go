@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -268,12 +269,18 @@ func (c *controller) syncPV(ctx context.Context, name string) error {
 		return nil
 	}
 	node := volumeNode(pv)
+	dir := pv.Spec.HostPath.Path
+	// Only ever delete what this provisioner created: an absolute path
+	// named after the volume, on one known node.
+	if node == "" || !path.IsAbs(dir) || path.Dir(dir) == "/" || !strings.HasPrefix(path.Base(dir), pv.Name+"_") {
+		c.Logger.Warn("not deleting the data of a local-path volume that does not look like ours", "pv", pv.Name, "path", dir, "node", node)
+		return nil
+	}
 	helper := "local-path-delete-" + pv.Name
 	pods := c.Client.CoreV1().Pods(helperNamespace)
 	p, err := pods.Get(ctx, helper, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		dir := pv.Spec.HostPath.Path
 		dirType := corev1.HostPathDirectoryOrCreate
 		_, err = pods.Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: helper, Namespace: helperNamespace, Labels: map[string]string{"skiff.dev/local-path-helper": pv.Name}},

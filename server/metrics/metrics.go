@@ -70,6 +70,14 @@ type scraper struct {
 	cache  map[string]cached
 }
 
+// clientset is the API client, or nil while there is none.
+func (s *scraper) clientset() kubernetes.Interface {
+	if s.client == nil {
+		return nil
+	}
+	return s.client()
+}
+
 // summaries returns the current summary of every node that answers.
 func (s *scraper) summaries(ctx context.Context) []*statsv1alpha1.Summary {
 	var cs kubernetes.Interface
@@ -303,7 +311,7 @@ func (s *podStorage) List(ctx context.Context, options *metainternalversion.List
 	var podLabels map[string]labels.Set
 	if !sel.Empty() {
 		podLabels = map[string]labels.Set{}
-		if cs := s.src.client(); cs != nil {
+		if cs := s.src.clientset(); cs != nil {
 			pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 			if err == nil {
 				for _, p := range pods.Items {
