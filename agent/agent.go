@@ -110,8 +110,10 @@ func Run(ctx context.Context, c Config) error {
 	}
 	prep := make(chan prepared, 1)
 	cniConfDir := filepath.Join(dir, "etc", "cni", "net.d")
+	prepCtx, cancelPrep := context.WithCancel(ctx)
+	defer cancelPrep()
 	go func() {
-		rt, err := startRuntime(ctx, c, log, cniConfDir)
+		rt, err := startRuntime(prepCtx, c, log, cniConfDir)
 		prep <- prepared{rt, err}
 	}()
 	creds, err := joinWithRetry(ctx, log, join.Config{
@@ -119,6 +121,7 @@ func Run(ctx context.Context, c Config) error {
 		Dir: filepath.Join(dir, "cred"), Logger: log,
 	})
 	if err != nil {
+		cancelPrep() // a refused join should end the agent at once
 		if p := <-prep; p.rt != nil {
 			p.rt.Stop()
 		}
@@ -165,11 +168,15 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	nodeIP := ""
+	if c.NodeIP != nil {
+		nodeIP = c.NodeIP.String()
+	}
 	kerr := make(chan error, 1)
 	go func() {
 		kerr <- kubelet.Run(ctx, kubelet.Config{
 			NodeName:        c.NodeName,
-			NodeIP:          c.NodeIP.String(),
+			NodeIP:          nodeIP,
 			RootDir:         filepath.Join(dir, "kubelet"),
 			PodLogsDir:      filepath.Join(dir, "pod-logs"),
 			Kubeconfig:      kubeconfig,
