@@ -146,7 +146,7 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	}
 	out("agent_start_to_node_ready_s", fmt.Sprintf("%.2f", time.Since(agStart).Seconds()))
 	time.Sleep(settle)
-	agentPID := childPID(ag.Process.Pid) // nsenter execs, so this is skiff
+	agentPID := ag.Process.Pid // nsenter execs skiff in place
 	if err := memory("agent_0pods", agentPID, agRun); err != nil {
 		return err
 	}
@@ -162,9 +162,6 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	time.Sleep(settle)
 	return memory(fmt.Sprintf("agent_%dpods", npods), agentPID, agRun)
 }
-
-// childPID resolves nsenter's pid: nsenter execs the command in place.
-func childPID(pid int) int { return pid }
 
 func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
 	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
