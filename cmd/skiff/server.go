@@ -117,6 +117,10 @@ func runServer(c *cli.Context) error {
 	if c.Bool("disable-agent") {
 		return server.Run(ctx, cfg)
 	}
+	if os.Geteuid() != 0 {
+		cfg.Logger.Warn("not running as root: the node agent needs root (containers, mounts, cgroups); running the control plane only (run with sudo, or pass --disable-agent to say so)")
+		return server.Run(ctx, cfg)
+	}
 	// The server's own agent: joins over loopback with the node token,
 	// once the API is ready, and shares the server's data directory.
 	acfg, err := agentConfig(c)
