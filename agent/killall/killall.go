@@ -52,6 +52,9 @@ func Run(c Config) error {
 	}
 	var errs []error
 	if c.Bridge != "" {
+		if err := removeDeadNetns("/var/run/netns"); err != nil {
+			errs = append(errs, err)
+		}
 		if link, err := netlink.LinkByName(c.Bridge); err == nil {
 			if err := netlink.LinkDel(link); err != nil {
 				errs = append(errs, fmt.Errorf("delete %s: %w", c.Bridge, err))
@@ -193,4 +196,48 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// removeDeadNetns unmounts and removes the pod network namespaces (cni-*)
+// that no process lives in any more: what killed sandboxes leave behind.
+// Namespaces of live pods (of any runtime) are left alone.
+func removeDeadNetns(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	live := map[uint64]bool{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+p.Name()+"/ns/net", &st) == nil {
+			live[st.Ino] = true
+		}
+	}
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "cni-") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && live[st.Ino] {
+			continue
+		}
+		// A namespace file may be mounted more than once: unmount them all.
+		for i := 0; i < 8; i++ {
+			if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil {
+				break
+			}
+		}
+		// EBUSY: still a mount point in another mount namespace (a
+		// process's private copy); it goes when that namespace does.
+		if err := os.Remove(p); err != nil && !errors.Is(err, syscall.EBUSY) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
