@@ -55,6 +55,10 @@ type Config struct {
 	ClusterDNS    string
 	ClusterDomain string
 	KubeletArgs   []string
+	// BeforeKubelet, when set, must return before the kubelet starts (the
+	// server's own agent waits for the controller manager's volume
+	// plugins: see server.Config.VolumeControllersStarted).
+	BeforeKubelet func(ctx context.Context) error
 	// CgroupRoot parents the pods' cgroups (default /skiff); two agents on
 	// one host (tests) need different ones.
 	CgroupRoot string
@@ -167,6 +171,11 @@ func Run(ctx context.Context, c Config) error {
 	cgroupRoot, err := ensureCgroupRoot(strings.Trim(c.CgroupRoot, "/"))
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if c.BeforeKubelet != nil {
+		if err := c.BeforeKubelet(ctx); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
 	}
 	nodeIP := ""
 	if c.NodeIP != nil {

@@ -71,6 +71,10 @@ type Config struct {
 	// this server; it is labelled node-role.kubernetes.io/control-plane.
 	ControlPlaneNode string
 	Logger           *slog.Logger
+	// VolumeControllersStarted, when set, is closed once the controller
+	// manager's volume controllers have initialized their volume plugins
+	// (see waitVolumeControllers); an in-process kubelet must start after.
+	VolumeControllersStarted chan<- struct{}
 	// Ready, when set, is closed once the API answers /readyz.
 	Ready chan<- struct{}
 }
@@ -237,6 +241,14 @@ func Run(ctx context.Context, c Config) error {
 	}
 	if c.Ready != nil {
 		close(c.Ready)
+	}
+	if c.VolumeControllersStarted != nil {
+		go func() {
+			if !c.DisableControllerManager {
+				waitVolumeControllers(ctx, adminClient)
+			}
+			close(c.VolumeControllersStarted)
+		}()
 	}
 	select {
 	case err := <-apiErr:
@@ -559,5 +571,30 @@ func labelControlPlane(ctx context.Context, log *slog.Logger, client kubernetes.
 	})
 	if err != nil && ctx.Err() == nil {
 		log.Warn("cannot label the control-plane node", "node", node, "err", err)
+	}
+}
+
+// waitVolumeControllers waits until the controller manager has built its
+// volume controllers (attach/detach, expand, persistent volume binder),
+// each of which initializes the CSI volume plugin. Upstream's CSI plugin
+// keeps its node-info manager in a package variable that every
+// initialization replaces, and the controllers' has no node name: a
+// kubelet in the same process must initialize its plugins after them, or
+// its CSINode never initializes (and the kubelet exits after ~140 s). The
+// controllers' ServiceAccounts are created just before each controller is
+// built, so their existence (plus a margin) marks the point.
+func waitVolumeControllers(ctx context.Context, client kubernetes.Interface) {
+	names := []string{"attachdetach-controller", "expand-controller", "persistent-volume-binder"}
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		for _, n := range names {
+			if _, err := client.CoreV1().ServiceAccounts(metav1.NamespaceSystem).Get(ctx, n, metav1.GetOptions{}); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Second):
 	}
 }

@@ -137,6 +137,16 @@ func runServer(c *cli.Context) error {
 	acfg.Logger = cfg.Logger.With("component", "agent")
 	acfg.Server = fmt.Sprintf("https://127.0.0.1:%d", cfg.HTTPSPort)
 	cfg.ControlPlaneNode = acfg.NodeName
+	volumes := make(chan struct{})
+	cfg.VolumeControllersStarted = volumes
+	acfg.BeforeKubelet = func(ctx context.Context) error {
+		select {
+		case <-volumes:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)
