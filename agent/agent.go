@@ -26,6 +26,7 @@ import (
 	"github.com/skiff-sh/skiff/agent/kubelet"
 	"github.com/skiff-sh/skiff/agent/registries"
 	"github.com/skiff-sh/skiff/embedded"
+	"github.com/skiff-sh/skiff/internal/hostip"
 )
 
 // SandboxImage is the pause image every pod's sandbox runs.
@@ -85,7 +86,7 @@ func Run(ctx context.Context, c Config) error {
 		c.NodeName = strings.ToLower(h)
 	}
 	if c.NodeIP == nil {
-		c.NodeIP = DetectIP()
+		c.NodeIP = hostip.Detect()
 	}
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
@@ -328,16 +329,6 @@ func importImages(ctx context.Context, rt *containerd.Process, c Config, log *sl
 		return fmt.Errorf("agent: air-gap images: %w", err)
 	}
 	return nil
-}
-
-// DetectIP returns the source address of the default route, or nil.
-func DetectIP() net.IP {
-	conn, err := net.Dial("udp", "203.0.113.1:9")
-	if err != nil {
-		return nil
-	}
-	defer conn.Close()
-	return conn.LocalAddr().(*net.UDPAddr).IP
 }
 
 // resolvConf picks the DNS configuration pods with dnsPolicy Default get:

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/skiff-sh/skiff/internal/hostip"
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
 	"github.com/skiff-sh/skiff/server/join"
@@ -117,7 +118,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	advertise := c.AdvertiseAddress
 	if advertise == nil {
-		advertise = detectIP()
+		advertise = hostip.Detect()
 	}
 	bundle, err := pki.Ensure(filepath.Join(dir, "tls"), servingNames(c, advertise))
 	if err != nil {
@@ -409,30 +410,6 @@ func firstServiceIP(cidr string) net.IP {
 	ip := append(net.IP(nil), n.IP...)
 	ip[len(ip)-1]++
 	return ip
-}
-
-// detectIP returns the first global unicast IPv4 address of an interface
-// that is up, or nil.
-func detectIP() net.IP {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return nil
-	}
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
-				return n.IP.To4()
-			}
-		}
-	}
-	return nil
 }
 
 func ensureToken(dir, given string) (string, error) {
