@@ -63,6 +63,9 @@ type Config struct {
 	// CgroupRoot parents the pods' cgroups (default /skiff); two agents on
 	// one host (tests) need different ones.
 	CgroupRoot string
+	// ShimPerPod runs one containerd shim per pod (upstream) instead of one
+	// per node.
+	ShimPerPod bool
 	Logger     *slog.Logger
 }
 
@@ -260,6 +263,7 @@ func startRuntime(ctx context.Context, c Config, log *slog.Logger, cniConfDir st
 		RegistryAuths:     auths,
 		SandboxImage:      SandboxImage,
 		LogFile:           filepath.Join(dir, "containerd", "containerd.log"),
+		ShimPerPod:        c.ShimPerPod,
 		Logger:            log.With("component", "containerd"),
 	})
 	if err != nil {

@@ -278,9 +278,12 @@ AGENT=${BENCH_AGENT:-0}
 agent_bench() {
   [ "$(id -u)" = 0 ] || { log "agent bench needs root"; failed=1; return; }
   go build -o "$work/agentbench" "$root/tests/bench/agentbench"
-  local report="$out/agent-$(date +%Y%m%d-%H%M%S).txt" res
-  run res "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${BENCH_SETTLE}s"
-  { echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin"; echo "$res"; } > "$report"
+  local report="$out/agent-$(date +%Y%m%d-%H%M%S).txt" res base
+  run res "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${SETTLE}s"
+  # A/B in the same run: upstream's one shim per pod (--shim-grouping pod).
+  run base "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${SETTLE}s" -shim-grouping pod
+  { echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin"; echo "--- one shim per node (default)"; echo "$res"
+    echo "--- one shim per pod (upstream grouping, same binary)"; echo "$base"; } > "$report"
   echo; echo "=== agent bench report: $report"; cat "$report"
 }
 if [ "$AGENT" = only ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds what the skiff binary carries into embedded/assets: runc (static,
 # cgo for its nsenter), the containerd runc shim and the CNI plugins from
-# the versions pinned in embedded/build/go.mod, and Skiff's own images
-# (images/) as OCI tarballs. Outputs are cached in $ASSET_CACHE by the
+# the versions pinned in embedded/build/go.mod (the shim with Skiff's
+# node-wide grouping, embedded/build/shim), and Skiff's own images
+# (images/: pause in C, demo in Go) as OCI tarballs. Outputs are cached in $ASSET_CACHE by the
 # pinned versions, so a warm rebuild takes a second.
 set -euo pipefail
 # runc links libseccomp statically: Debian's libseccomp-dev.
@@ -14,22 +15,23 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 out=embedded/assets
 work=${ASSET_CACHE:-$HOME/.cache/skiff-assets}
-key=$(cat embedded/build/go.sum scripts/build-assets.sh images/*/*.go scripts/pack/main.go | sha256sum | cut -c1-16)-$($GO env GOARCH)
+key=$(cat embedded/build/go.sum embedded/build/shim/*.go scripts/build-assets.sh images/*/*.go images/pause/pause.c scripts/pack/main.go | sha256sum | cut -c1-16)-$($GO env GOARCH)
 dir=$work/$key
 if [ ! -f "$dir/.done" ]; then
 	mkdir -p "$dir"
 	(cd embedded/build &&
 		CGO_ENABLED=1 $GO build -trimpath -tags 'seccomp netgo osusergo' -ldflags '-s -w -extldflags -static' -o "$dir/runc" github.com/opencontainers/runc &&
-		for p in github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
-			github.com/containernetworking/plugins/plugins/main/bridge \
+		CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/containerd-shim-runc-v2" ./shim &&
+		for p in github.com/containernetworking/plugins/plugins/main/bridge \
 			github.com/containernetworking/plugins/plugins/ipam/host-local \
 			github.com/containernetworking/plugins/plugins/main/loopback \
 			github.com/containernetworking/plugins/plugins/meta/portmap; do
 			CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/$(basename $p)" "$p"
 		done)
-	for i in pause demo; do
-		CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/img/$i" ./images/$i
-	done
+	mkdir -p "$dir/img"
+	# The sandbox process: C, static (one per pod; see images/pause).
+	${CC:-gcc} -static -Os -s -o "$dir/img/pause" images/pause/pause.c
+	CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/img/demo" ./images/demo
 	touch "$dir/.done"
 fi
 if [ ! -f "$out/SHA256SUMS" ] || [ "$(cat $out/.key 2>/dev/null)" != "$key" ]; then

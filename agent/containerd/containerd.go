@@ -49,7 +49,10 @@ type Config struct {
 	SandboxImage string
 	// LogFile receives containerd's output.
 	LogFile string
-	Logger  *slog.Logger
+	// ShimPerPod restores upstream's one runc shim per pod; by default one
+	// shim serves every container of the node (embedded/build/shim).
+	ShimPerPod bool
+	Logger     *slog.Logger
 }
 
 // RegistryAuth is a registry login for the CRI plugin.
@@ -167,7 +170,7 @@ func Start(ctx context.Context, c Config) (*Process, error) {
 		Stdout: logf,
 		Stderr: logf,
 		// The shims it starts find runc and each other here first.
-		Env: childEnv(c.BinDir),
+		Env: childEnv(c.BinDir, c.ShimPerPod),
 		SysProcAttr: &syscall.SysProcAttr{
 			Pdeathsig: syscall.SIGTERM,
 			Setpgid:   true,
@@ -187,14 +190,16 @@ func Start(ctx context.Context, c Config) (*Process, error) {
 }
 
 // childEnv is containerd's environment (its shims inherit it): the bin
-// directory first on PATH, no systemd notify socket, and GOGC=50 unless
-// set (as skiff itself runs: less idle heap for the same work).
-func childEnv(binDir string) []string {
+// directory first on PATH, no systemd notify socket, GOGC=50 unless set
+// (as skiff itself runs: less idle heap for the same work), and the shim
+// grouping.
+func childEnv(binDir string, shimPerPod bool) []string {
 	var out []string
 	gogc := false
 	for _, e := range os.Environ() {
 		switch {
-		case strings.HasPrefix(e, "PATH="), strings.HasPrefix(e, "NOTIFY_SOCKET="):
+		case strings.HasPrefix(e, "PATH="), strings.HasPrefix(e, "NOTIFY_SOCKET="),
+			strings.HasPrefix(e, shimGroupingEnv+"="):
 		case strings.HasPrefix(e, "GOGC="):
 			gogc = true
 			out = append(out, e)
@@ -205,8 +210,16 @@ func childEnv(binDir string) []string {
 	if !gogc {
 		out = append(out, "GOGC=50")
 	}
-	return append(out, "PATH="+binDir+":"+os.Getenv("PATH"))
+	grouping := "node"
+	if shimPerPod {
+		grouping = "pod"
+	}
+	return append(out, shimGroupingEnv+"="+grouping, "PATH="+binDir+":"+os.Getenv("PATH"))
 }
+
+// shimGroupingEnv tells Skiff's runc shim to serve the whole node ("node")
+// or one pod per process ("pod", upstream's grouping).
+const shimGroupingEnv = "SKIFF_SHIM_GROUPING"
 
 func (p *Process) waitServing(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -28,6 +28,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Usage: "cluster DNS address pods use"},
 		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Usage: "cluster DNS domain"},
 		&cli.StringFlag{Name: "cgroup-root", Value: "/skiff", Usage: "cgroup parent of the node's pods (one per agent on a host)"},
+		&cli.StringFlag{Name: "shim-grouping", Value: "node", Usage: "containerd runc shims: one serving the whole node (node, ~5 MB less per pod) or one per pod (pod, as upstream)"},
 	}
 }
 
@@ -88,6 +89,13 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		ClusterDomain: c.String("cluster-domain"),
 		KubeletArgs:   componentArgs(c.StringSlice("kubelet-arg")),
 		CgroupRoot:    c.String("cgroup-root"),
+	}
+	switch g := c.String("shim-grouping"); g {
+	case "node":
+	case "pod":
+		cfg.ShimPerPod = true
+	default:
+		return cfg, fmt.Errorf("--shim-grouping %q: want node or pod", g)
 	}
 	if ip := c.String("node-ip"); ip != "" {
 		if cfg.NodeIP = net.ParseIP(ip); cfg.NodeIP == nil {

@@ -120,8 +120,7 @@ func writeAirgapImage(dir, tmp string) error {
 		return err
 	}
 	prog := filepath.Join(tmp, "airgap")
-	cmd := exec.Command("go", "build", "-o", prog, "../../images/pause")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd := exec.Command("gcc", "-static", "-Os", "-o", prog, "../../images/pause/pause.c")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build air-gap program: %v\n%s", err, out)
 	}

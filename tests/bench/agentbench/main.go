@@ -41,6 +41,7 @@ func main() {
 	pods := flag.Int("pods", 30, "pods to start on the agent-only node (0: cold start and cluster memory only)")
 	rate := flag.Float64("rate", 5, "pods created per second")
 	settle := flag.Duration("settle", 20*time.Second, "wait before memory readings")
+	flag.StringVar(&shimGrouping, "shim-grouping", "node", "--shim-grouping of the server and agent (node or pod)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "agentbench: needs root")
@@ -57,6 +58,9 @@ const (
 	hostIP  = "10.198.0.1"
 	node2IP = "10.198.0.2"
 )
+
+// shimGrouping is passed to both nodes (A/B of the node-wide shim).
+var shimGrouping string
 
 func out(key string, v any) { fmt.Printf("%s %v\n", key, v) }
 
@@ -76,7 +80,7 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	start := time.Now()
 	srv := exec.Command(bin, "server", "--data-dir", filepath.Join(tmp, "s"), "--https-listen-port", strconv.Itoa(port),
 		"--write-kubeconfig", kubeconfig, "--node-name", "bench-1", "--run-dir", srvRun, "--cgroup-root", "/skiff-bench",
-		"--kubelet-port", "17250", "--tls-san", hostIP)
+		"--kubelet-port", "17250", "--tls-san", hostIP, "--shim-grouping", shimGrouping)
 	logf, _ := os.Create(filepath.Join(tmp, "server.log"))
 	srv.Stdout, srv.Stderr = logf, logf
 	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -126,7 +130,7 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	ag := exec.Command("nsenter", "--net=/var/run/netns/"+netns, "--", bin, "agent",
 		"--server", fmt.Sprintf("https://%s:%d", hostIP, port), "--token", strings.TrimSpace(string(token)),
 		"--data-dir", filepath.Join(tmp, "a"), "--run-dir", agRun, "--node-name", "bench-2", "--node-ip", node2IP,
-		"--cgroup-root", "/skiff-bench-2", "--kubelet-port", "17251")
+		"--cgroup-root", "/skiff-bench-2", "--kubelet-port", "17251", "--shim-grouping", shimGrouping)
 	alog, _ := os.Create(filepath.Join(tmp, "agent.log"))
 	ag.Stdout, ag.Stderr = alog, alog
 	ag.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -151,10 +155,14 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 		return err
 	}
 
+	cpu0 := busyJiffies()
 	lat, err := startPods(ctx, cs, npods, rate)
 	if err != nil {
 		return err
 	}
+	// Host CPU (all processes: API server, kubelet, containerd, shims,
+	// runc, CNI) from the first create to the last pod Running.
+	out("pod_startup_host_cpu_ms_per_pod", (busyJiffies()-cpu0)*1000/clockTick/int64(npods))
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	out("pod_startup_p50_ms", lat[len(lat)/2].Milliseconds())
 	out("pod_startup_p99_ms", lat[(len(lat)*99+99)/100-1].Milliseconds())
@@ -257,14 +265,21 @@ func memory(prefix string, pid int, runDir string) error {
 			procs[p] = "containerd"
 		case filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmd), runDir+"/"):
 			procs[p] = "shim"
+		case args[0] == "/pause" && shimOf(p, runDir):
+			procs[p] = "pause"
 		}
 	}
-	var pss, anonShims int
-	shims := 0
+	var pss, anonShims, pssPause int
+	shims, pauses := 0, 0
 	for p, kind := range procs {
-		pss += field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
+		pp := field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
 		anon := field("/proc/"+strconv.Itoa(p)+"/status", "RssAnon:")
 		switch kind {
+		case "pause":
+			// A pod's own sandbox process: reported apart from Skiff's.
+			pauses++
+			pssPause += pp
+			continue
 		case "shim":
 			shims++
 			anonShims += anon
@@ -276,8 +291,45 @@ func memory(prefix string, pid int, runDir string) error {
 	if shims > 0 {
 		out(prefix+"_rssanon_per_shim_mb", fmt.Sprintf("%.1f", float64(anonShims)/1024/float64(shims)))
 	}
+	for p, kind := range procs {
+		if kind != "pause" {
+			pss += field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
+		}
+	}
 	out(prefix+"_pss_total_mb", pss/1024)
+	if pauses > 0 {
+		out(prefix+"_pause_processes", pauses)
+		out(prefix+"_pss_pause_total_mb", fmt.Sprintf("%.1f", float64(pssPause)/1024))
+	}
 	return nil
+}
+
+// shimOf reports whether pid's parent is a shim serving runDir (a pod's
+// sandbox process on the node under test).
+func shimOf(pid int, runDir string) bool {
+	cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid(pid)) + "/cmdline")
+	return strings.Contains(string(cmd), "containerd-shim-runc-v2") && strings.Contains(string(cmd), runDir+"/")
+}
+
+// clockTick is USER_HZ, the unit of /proc/stat.
+const clockTick = 100
+
+// busyJiffies is the host's non-idle CPU time so far (/proc/stat).
+func busyJiffies() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var busy int64
+	for i, f := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		busy += n
+	}
+	return busy
 }
 
 func ppid(pid int) int {
