@@ -156,9 +156,13 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	}
 
 	cpu0 := busyJiffies()
+	procs0 := cpuByKind(srv.Process.Pid, agentPID, agRun)
 	lat, err := startPods(ctx, cs, npods, rate)
 	if err != nil {
 		return err
+	}
+	for kind, j := range cpuByKind(srv.Process.Pid, agentPID, agRun) {
+		out("pod_startup_cpu_ms_per_pod_"+kind, (j-procs0[kind])*1000/clockTick/int64(npods))
 	}
 	// Host CPU (all processes: API server, kubelet, containerd, shims,
 	// runc, CNI) from the first create to the last pod Running.
@@ -309,6 +313,48 @@ func memory(prefix string, pid int, runDir string) error {
 func shimOf(pid int, runDir string) bool {
 	cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid(pid)) + "/cmdline")
 	return strings.Contains(string(cmd), "containerd-shim-runc-v2") && strings.Contains(string(cmd), runDir+"/")
+}
+
+// cpuByKind is CPU time (jiffies) of the server process (API server,
+// controllers, scheduler, its own idle kubelet), the agent process
+// (kubelet), the agent's containerd with the children it waited for (CNI
+// plugins, shim start-ups) and its shims with theirs (runc).
+func cpuByKind(serverPID, agentPID int, runDir string) map[string]int64 {
+	m := map[string]int64{"server": procCPU(serverPID), "agent": procCPU(agentPID)}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		args := strings.Split(string(cmd), "\x00")
+		switch {
+		case args[0] == "skiff-containerd" && ppid(p) == agentPID:
+			m["containerd_cni"] += procCPU(p)
+		case filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmd), runDir+"/"):
+			m["shims_runc"] += procCPU(p)
+		}
+	}
+	return m
+}
+
+// procCPU is utime+stime+cutime+cstime of pid in jiffies.
+func procCPU(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest) // f[0] is field 3 (state)
+	var t int64
+	for _, i := range []int{11, 12, 13, 14} { // fields 14-17
+		if i < len(f) {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			t += n
+		}
+	}
+	return t
 }
 
 // clockTick is USER_HZ, the unit of /proc/stat.
