@@ -24,7 +24,6 @@ if [ ! -f "$dir/.done" ]; then
 		CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/containerd-shim-runc-v2" ./shim &&
 		for p in github.com/containernetworking/plugins/plugins/main/bridge \
 			github.com/containernetworking/plugins/plugins/ipam/host-local \
-			github.com/containernetworking/plugins/plugins/main/loopback \
 			github.com/containernetworking/plugins/plugins/meta/portmap; do
 			CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/$(basename $p)" "$p"
 		done)
@@ -38,7 +37,7 @@ if [ ! -f "$out/SHA256SUMS" ] || [ "$(cat $out/.key 2>/dev/null)" != "$key" ]; t
 	$GO run ./scripts/pack -out "$out" \
 		-bin runc="$dir/runc" -bin containerd-shim-runc-v2="$dir/containerd-shim-runc-v2" \
 		-bin bridge="$dir/bridge" -bin host-local="$dir/host-local" \
-		-bin loopback="$dir/loopback" -bin portmap="$dir/portmap" \
+ -bin portmap="$dir/portmap" \
 		-image skiff.local/pause:3.10="$dir/img/pause" \
 		-image skiff.local/demo:v1="$dir/img/demo,tar,rm"
 	echo "$key" > "$out/.key"

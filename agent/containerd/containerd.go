@@ -104,6 +104,9 @@ oom_score = 0
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{{printf "%q" .BinDir}}]
     conf_dir = {{printf "%q" .CNIConfDir}}
+    # containerd brings the pod's lo up itself: one plugin execution less
+    # per pod set-up and tear-down than the loopback plugin.
+    use_internal_loopback = true
 
 # NRI keeps its socket and plugins in Skiff's directories, not the
 # defaults a host containerd may use.
