@@ -41,6 +41,8 @@ func main() {
 	pods := flag.Int("pods", 30, "pods to start on the agent-only node (0: cold start and cluster memory only)")
 	rate := flag.Float64("rate", 5, "pods created per second")
 	settle := flag.Duration("settle", 20*time.Second, "wait before memory readings")
+	flag.Func("agent-arg", "extra flag for the agent-only node (repeatable; experiments)", func(v string) error { agentArgs = append(agentArgs, v); return nil })
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the server process during the pod burst to this file")
 	flag.StringVar(&shimGrouping, "shim-grouping", "node", "--shim-grouping of the server and agent (node or pod)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -58,6 +60,12 @@ const (
 	hostIP  = "10.198.0.1"
 	node2IP = "10.198.0.2"
 )
+
+// agentArgs are passed to the agent-only node.
+var agentArgs []string
+
+// cpuProfile, when set, names the server CPU profile file.
+var cpuProfile string
 
 // shimGrouping is passed to both nodes (A/B of the node-wide shim).
 var shimGrouping string
@@ -81,6 +89,9 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	srv := exec.Command(bin, "server", "--data-dir", filepath.Join(tmp, "s"), "--https-listen-port", strconv.Itoa(port),
 		"--write-kubeconfig", kubeconfig, "--node-name", "bench-1", "--run-dir", srvRun, "--cgroup-root", "/skiff-bench",
 		"--kubelet-port", "17250", "--tls-san", hostIP, "--shim-grouping", shimGrouping)
+	if cpuProfile != "" {
+		srv.Args = append(srv.Args, "--kube-apiserver-arg=profiling=true")
+	}
 	logf, _ := os.Create(filepath.Join(tmp, "server.log"))
 	srv.Stdout, srv.Stderr = logf, logf
 	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -131,6 +142,7 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 		"--server", fmt.Sprintf("https://%s:%d", hostIP, port), "--token", strings.TrimSpace(string(token)),
 		"--data-dir", filepath.Join(tmp, "a"), "--run-dir", agRun, "--node-name", "bench-2", "--node-ip", node2IP,
 		"--cgroup-root", "/skiff-bench-2", "--kubelet-port", "17251", "--shim-grouping", shimGrouping)
+	ag.Args = append(ag.Args, agentArgs...)
 	alog, _ := os.Create(filepath.Join(tmp, "agent.log"))
 	ag.Stdout, ag.Stderr = alog, alog
 	ag.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -157,9 +169,25 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 
 	cpu0 := busyJiffies()
 	procs0 := cpuByKind(srv.Process.Pid, agentPID, agRun)
+	profDone := make(chan error, 1)
+	if cpuProfile != "" {
+		go func() {
+			secs := int(float64(npods)/rate) + 1
+			b, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(secs)).DoRaw(ctx)
+			if err == nil {
+				err = os.WriteFile(cpuProfile, b, 0o644)
+			}
+			profDone <- err
+		}()
+	} else {
+		profDone <- nil
+	}
 	lat, err := startPods(ctx, cs, npods, rate)
 	if err != nil {
 		return err
+	}
+	if err := <-profDone; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
 	}
 	for kind, j := range cpuByKind(srv.Process.Pid, agentPID, agRun) {
 		out("pod_startup_cpu_ms_per_pod_"+kind, (j-procs0[kind])*1000/clockTick/int64(npods))
