@@ -33,6 +33,7 @@ test: build unit e2e
 
 unit:
 	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
+	cd embedded/build && $(GO) test $(TEST_FLAGS) ./shim
 
 e2e: build
 	SKIFF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -parallel 8 ./tests/...

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,7 +160,13 @@ func kubectl(t testing.TB, args ...string) string {
 // runtime connects to the node's containerd.
 func runtimeClient(t testing.TB) (*containerd.Client, context.Context) {
 	t.Helper()
-	cl, err := containerd.New(filepath.Join(runDir, "containerd", "containerd.sock"))
+	return runtimeClientAt(t, runDir)
+}
+
+// runtimeClientAt connects to the containerd of the agent using run.
+func runtimeClientAt(t testing.TB, run string) (*containerd.Client, context.Context) {
+	t.Helper()
+	cl, err := containerd.New(filepath.Join(run, "containerd", "containerd.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +193,36 @@ func taskStatus(t testing.TB, containerID string) string {
 		return "absent"
 	}
 	return string(st.Status)
+}
+
+// shimOf returns the PID of the runc shim serving a pod's container (the
+// parent of the container's init process) on the agent using run.
+func shimOf(t testing.TB, run, containerID string) int {
+	t.Helper()
+	cl, ctx := runtimeClientAt(t, run)
+	c, err := cl.LoadContainer(ctx, strings.TrimPrefix(containerID, "containerd://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ppid int
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid))
+	if !strings.Contains(string(cmdline), "containerd-shim-runc-v2") {
+		t.Fatalf("parent %d of container %s is %q, want its shim", ppid, containerID, cmdline)
+	}
+	return ppid
 }
 
 // waitPod waits until cond holds for the pod.

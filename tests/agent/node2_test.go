@@ -61,7 +61,7 @@ func agentCmd(dir, token, name string, port int) *exec.Cmd {
 		shared.Bin, "agent", "--server", fmt.Sprintf("https://%s:%d", hostIP, shared.Port), "--token", token,
 		"--data-dir", filepath.Join(dir, "data"), "--run-dir", filepath.Join(dir, "run"),
 		"--node-name", name, "--node-ip", node2IP, "--cgroup-root", "/skiff-e2e-2",
-		"--kubelet-port", fmt.Sprint(port))
+		"--kubelet-port", fmt.Sprint(port), "--shim-grouping", "pod")
 }
 
 func nodeToken(t *testing.T) string {
@@ -181,4 +181,12 @@ func TestSecondNodeJoins(t *testing.T) {
 	testserver.MustContain(t, kubectl(t, "-n", ns, "logs", "on-node2"), "serving on :8080")
 	_, usage, _ := shared.Kubectl(t, "", "-n", ns, "exec", "on-node2", "--", "/demo", "-h")
 	testserver.MustContain(t, usage, "burn-memory-mb")
+
+	// This node runs with --shim-grouping pod: upstream's shim per pod.
+	demoPod(t, ns, "on-node2-b", func(p *v1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node2} })
+	pb := waitPod(t, ns, "on-node2-b", 90*time.Second, "running on the second node", running)
+	run2 := filepath.Join(dir, "run")
+	if a, b := shimOf(t, run2, p.Status.ContainerStatuses[0].ContainerID), shimOf(t, run2, pb.Status.ContainerStatuses[0].ContainerID); a == b {
+		t.Fatalf("two pods share shim %d with --shim-grouping pod", a)
+	}
 }

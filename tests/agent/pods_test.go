@@ -96,6 +96,15 @@ func TestDeploymentRunsRealContainers(t *testing.T) {
 		body := httpGet(t, "http://"+p.Status.PodIP+":8080/")
 		testserver.MustContain(t, body, "pod: "+p.Name, "ip: "+p.Status.PodIP)
 	}
+	// One runc shim serves every pod of the node (--shim-grouping node,
+	// the default; the second node runs one per pod).
+	shims := map[int]bool{}
+	for _, p := range pods.Items {
+		shims[shimOf(t, runDir, p.Status.ContainerStatuses[0].ContainerID)] = true
+	}
+	if len(shims) != 1 {
+		t.Fatalf("3 pods are served by shims %v, want one node-wide shim", shims)
+	}
 	// Deleting a pod stops its container in the runtime.
 	victim := pods.Items[0]
 	kubectl(t, "-n", ns, "delete", "pod", victim.Name, "--wait=true", "--timeout=60s")
