@@ -199,16 +199,8 @@ func taskStatus(t testing.TB, containerID string) string {
 // parent of the container's init process) on the agent using run.
 func shimOf(t testing.TB, run, containerID string) int {
 	t.Helper()
-	cl, ctx := runtimeClientAt(t, run)
-	c, err := cl.LoadContainer(ctx, strings.TrimPrefix(containerID, "containerd://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.Pid()))
+	pid := taskPIDAt(t, run, containerID)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +251,13 @@ func running(p *v1.Pod) bool {
 // taskPID is the host PID of a running container's process.
 func taskPID(t testing.TB, containerID string) uint32 {
 	t.Helper()
-	cl, ctx := runtimeClient(t)
+	return taskPIDAt(t, runDir, containerID)
+}
+
+// taskPIDAt is taskPID on the agent using run.
+func taskPIDAt(t testing.TB, run, containerID string) uint32 {
+	t.Helper()
+	cl, ctx := runtimeClientAt(t, run)
 	c, err := cl.LoadContainer(ctx, strings.TrimPrefix(containerID, "containerd://"))
 	if err != nil {
 		t.Fatal(err)

@@ -283,50 +283,28 @@ func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64
 // memory reports PSS summed over skiff (pid), its containerd child and the
 // shims serving runDir, and RssAnon per process kind.
 func memory(prefix string, pid int, runDir string) error {
-	procs := map[int]string{pid: "skiff"}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		args := strings.Split(string(cmd), "\x00")
-		switch {
-		case args[0] == "skiff-containerd" && ppid(p) == pid:
-			procs[p] = "containerd"
-		case filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmd), runDir+"/"):
-			procs[p] = "shim"
-		case args[0] == "/pause" && shimOf(p, runDir):
-			procs[p] = "pause"
-		}
-	}
+	procs := nodeProcs(pid, runDir)
 	var pss, anonShims, pssPause int
 	shims, pauses := 0, 0
 	for p, kind := range procs {
 		pp := field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
 		anon := field("/proc/"+strconv.Itoa(p)+"/status", "RssAnon:")
 		switch kind {
-		case "pause":
-			// A pod's own sandbox process: reported apart from Skiff's.
+		case "pause": // a pod's own sandbox process: reported apart from Skiff's
 			pauses++
 			pssPause += pp
-			continue
 		case "shim":
+			pss += pp
 			shims++
 			anonShims += anon
 		default:
+			pss += pp
 			out(prefix+"_rssanon_"+kind+"_mb", anon/1024)
 		}
 	}
 	out(prefix+"_shims", shims)
 	if shims > 0 {
 		out(prefix+"_rssanon_per_shim_mb", fmt.Sprintf("%.1f", float64(anonShims)/1024/float64(shims)))
-	}
-	for p, kind := range procs {
-		if kind != "pause" {
-			pss += field("/proc/"+strconv.Itoa(p)+"/smaps_rollup", "Pss:")
-		}
 	}
 	out(prefix+"_pss_total_mb", pss/1024)
 	if pauses > 0 {
@@ -348,7 +326,25 @@ func shimOf(pid int, runDir string) bool {
 // (kubelet), the agent's containerd with the children it waited for (CNI
 // plugins, shim start-ups) and its shims with theirs (runc).
 func cpuByKind(serverPID, agentPID int, runDir string) map[string]int64 {
-	m := map[string]int64{"server": procCPU(serverPID), "agent": procCPU(agentPID)}
+	m := map[string]int64{"server": procCPU(serverPID)}
+	for p, kind := range nodeProcs(agentPID, runDir) {
+		switch kind {
+		case "skiff":
+			m["agent"] += procCPU(p)
+		case "containerd":
+			m["containerd_cni"] += procCPU(p)
+		case "shim":
+			m["shims_runc"] += procCPU(p)
+		}
+	}
+	return m
+}
+
+// nodeProcs finds a node's processes by kind: skiff (pid itself), its
+// containerd child, the shims serving runDir and the pods' pause
+// processes under them.
+func nodeProcs(pid int, runDir string) map[int]string {
+	procs := map[int]string{pid: "skiff"}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
@@ -358,13 +354,15 @@ func cpuByKind(serverPID, agentPID int, runDir string) map[string]int64 {
 		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		args := strings.Split(string(cmd), "\x00")
 		switch {
-		case args[0] == "skiff-containerd" && ppid(p) == agentPID:
-			m["containerd_cni"] += procCPU(p)
+		case args[0] == "skiff-containerd" && ppid(p) == pid:
+			procs[p] = "containerd"
 		case filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmd), runDir+"/"):
-			m["shims_runc"] += procCPU(p)
+			procs[p] = "shim"
+		case args[0] == "/pause" && shimOf(p, runDir):
+			procs[p] = "pause"
 		}
 	}
-	return m
+	return procs
 }
 
 // procCPU is utime+stime+cutime+cstime of pid in jiffies.
