@@ -49,10 +49,7 @@ func testName(t *testing.T, max int) string {
 // namespace creates a namespace for one test and deletes it afterwards.
 func namespace(t *testing.T) string {
 	t.Helper()
-	name := testName(t, 40)
-	kubectl(t, "create", "namespace", name)
-	t.Cleanup(func() { shared.Kubectl(t, "", "delete", "namespace", name, "--wait=false") })
-	return name
+	return shared.NamedNamespace(t, testName(t, 40))
 }
 
 // pool starts n simulated nodes labelled pool=<name> for one test.

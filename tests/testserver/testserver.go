@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -236,9 +239,28 @@ func UniqueName(t testing.TB, max int) string {
 // Namespace creates a namespace for one test and deletes it afterwards.
 func (s *Server) Namespace(t testing.TB) string {
 	t.Helper()
-	name := UniqueName(t, 50)
+	return s.NamedNamespace(t, UniqueName(t, 50))
+}
+
+// NamedNamespace creates namespace name for one test, deletes it
+// afterwards, and returns once its default ServiceAccount exists (pods are
+// refused until the ServiceAccount controller made it: upstream's e2e
+// framework waits the same way).
+func (s *Server) NamedNamespace(t testing.TB, name string) string {
+	t.Helper()
 	s.MustKubectl(t, "", "create", "namespace", name)
 	t.Cleanup(func() { s.Kubectl(t, "", "delete", "namespace", name, "--wait=false") })
+	cs, err := kubernetes.NewForConfig(s.RESTConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s: default ServiceAccount not created within 60s: %v", name, err)
+	}
 	return name
 }
 
