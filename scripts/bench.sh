@@ -62,11 +62,12 @@ wait_ready() { # url pid log: polls /readyz for up to 120 s while pid lives
   done
 }
 
-start_skiff() { # dir port -> SKIFF_PID, READY_MS; waits for /readyz and the kubeconfig
+start_skiff() { # dir port [server flags] -> SKIFF_PID, READY_MS; waits for /readyz and the kubeconfig
   local dir=$1 port=$2 t0
+  shift 2
   t0=$(now_ms)
   "$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 \
-    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent >>"$dir.log" 2>&1 &
+    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent "$@" >>"$dir.log" 2>&1 &
   SKIFF_PID=$!
   wait_ready "https://127.0.0.1:$port" "$SKIFF_PID" "$dir.log"
   READY_MS=$(( $(now_ms) - t0 ))
@@ -309,6 +310,14 @@ run skiff_load "$work/loadgen" -kubeconfig "$work/skiff/kubeconfig.yaml" -n "$N"
 run skiff_ssa "$work/loadgen" -kubeconfig "$work/skiff/kubeconfig.yaml" -mode ssa -n "$SSA_N" -c "$C" -label skiff
 skiff_after=$(mem "$SKIFF_PID")
 stop_skiff
+# The same loads on the API server alone, as the upstream pair runs: the
+# full server's controller manager also turns every Deployment into a
+# ReplicaSet and pods (several more writes per apply).
+log "skiff API only (--disable-controller-manager --disable-scheduler): ConfigMap load, server-side apply"
+start_skiff "$work/skiff-api" "$port" --disable-controller-manager --disable-scheduler
+run api_load "$work/loadgen" -kubeconfig "$work/skiff-api/kubeconfig.yaml" -n "$N" -c "$C" -label skiff-api-only
+run api_ssa "$work/loadgen" -kubeconfig "$work/skiff-api/kubeconfig.yaml" -mode ssa -n "$SSA_N" -c "$C" -label skiff-api-only
+stop_skiff
 log "skiff: $CRDS CRDs on a fresh server"
 start_skiff "$work/skiff-crd" "$port"
 sleep 10
@@ -337,21 +346,22 @@ fi
 
 ratios=""
 if [ -n "$up_load" ]; then
-  ratios=$(python3 - "$skiff_load" "$up_load" "$skiff_ssa" "$up_ssa" <<'PY'
+  ratios=$(python3 - "$skiff_load" "$up_load" "$skiff_ssa" "$up_ssa" "$api_load" "$api_ssa" <<'PY'
 import json, sys
 def parse(s):
     try:
         return json.loads(s)
     except ValueError:
         return None
-s, u, ss, us = (parse(a) for a in sys.argv[1:5])
-if s and u:
-    print("creates/s ratio skiff/upstream: %.2fx; create p99 %.1f vs %.1f ms; watch p99 %.1f vs %.1f ms; LIST %.1f vs %.1f ms" % (
-        s["creates_per_s"]/u["creates_per_s"], s["create_p99_ms"], u["create_p99_ms"], s["watch_seen_p99_ms"], u["watch_seen_p99_ms"], s["list_ms"], u["list_ms"]))
-if ss and us:
-    print("ssa ratio skiff/upstream: creates/s %.2fx, updates/s %.2fx (target >= 2x); create p99 %.1f vs %.1f ms; update p99 %.1f vs %.1f ms; LIST %.1f vs %.1f ms" % (
-        ss["creates_per_s"]/us["creates_per_s"], ss["updates_per_s"]/us["updates_per_s"], ss["create_p99_ms"], us["create_p99_ms"],
-        ss["update_p99_ms"], us["update_p99_ms"], ss["list_ms"], us["list_ms"]))
+s, u, ss, us, a, aa = (parse(x) for x in sys.argv[1:7])
+for label, s, ss in (("skiff", s, ss), ("skiff API only", a, aa)):
+    if s and u:
+        print("%s/upstream creates/s ratio: %.2fx; create p99 %.1f vs %.1f ms; watch p99 %.1f vs %.1f ms; LIST %.1f vs %.1f ms" % (
+            label, s["creates_per_s"]/u["creates_per_s"], s["create_p99_ms"], u["create_p99_ms"], s["watch_seen_p99_ms"], u["watch_seen_p99_ms"], s["list_ms"], u["list_ms"]))
+    if ss and us:
+        print("%s/upstream ssa ratio: creates/s %.2fx, updates/s %.2fx (target >= 2x); create p99 %.1f vs %.1f ms; update p99 %.1f vs %.1f ms; LIST %.1f vs %.1f ms" % (
+            label, ss["creates_per_s"]/us["creates_per_s"], ss["updates_per_s"]/us["updates_per_s"], ss["create_p99_ms"], us["create_p99_ms"],
+            ss["update_p99_ms"], us["update_p99_ms"], ss["list_ms"], us["list_ms"]))
 PY
 )
 fi
@@ -361,6 +371,8 @@ report="$out/api-$(date +%Y%m%d-%H%M%S).txt"
   echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin ($((size/1024/1024)) MiB)"
   echo "skiff load:      $skiff_load"
   echo "skiff ssa:       $skiff_ssa"
+  echo "skiff API only load: $api_load"
+  echo "skiff API only ssa:  $api_ssa"
   echo "skiff ready:     cold ${cold} ms, warm ${warm} ms"
   echo "skiff idle MB:   $skiff_idle"
   echo "skiff after load MB: $skiff_after"
