@@ -1,8 +1,9 @@
 // Package cni writes the node's pod network configuration for the CNI
 // plugins containerd runs (bridge, host-local, portmap; containerd brings
 // lo up itself): once the controller manager has given the node its
-// podCIDR, pods on the node get addresses from it on a Linux bridge. Until the file exists containerd
-// reports the network not ready and the node stays NotReady, as upstream.
+// podCIDR, pods on the node get addresses from it on a Linux bridge. Until
+// the file exists containerd reports the network not ready and the node
+// stays NotReady, as upstream.
 // Cross-node routing (flannel VXLAN) replaces the single-node bridge in
 // the networking issue; the bridge name and subnet layout already match
 // what flannel's CNI plugin delegates to.

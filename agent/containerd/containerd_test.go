@@ -46,3 +46,25 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+func TestChildEnvShimGrouping(t *testing.T) {
+	// An inherited value never reaches the shims: the config decides.
+	t.Setenv(shimGroupingEnv, "bogus")
+	for _, tc := range []struct {
+		perPod bool
+		want   string
+	}{
+		{perPod: false, want: shimGroupingEnv + "=node"},
+		{perPod: true, want: shimGroupingEnv + "=pod"},
+	} {
+		var got []string
+		for _, e := range childEnv("/bin-dir", tc.perPod) {
+			if strings.HasPrefix(e, shimGroupingEnv+"=") {
+				got = append(got, e)
+			}
+		}
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("perPod=%v: grouping env %q, want [%s]", tc.perPod, got, tc.want)
+		}
+	}
+}
