@@ -70,15 +70,21 @@ func TestInstall(t *testing.T) {
 		s.Handler.ServeHTTP(rec, req)
 		return rec.Code, rec.Body.Bytes()
 	}
+	// getJSON GETs path, which must answer 200, into out and returns the body.
+	getJSON := func(what, path string, out any) []byte {
+		t.Helper()
+		code, body := get(path)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %s", what, code, body)
+		}
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
 
-	code, body := get("/apis/metrics.k8s.io/v1beta1")
-	if code != http.StatusOK {
-		t.Fatalf("discovery: %d %s", code, body)
-	}
 	var rl metav1.APIResourceList
-	if err := json.Unmarshal(body, &rl); err != nil {
-		t.Fatal(err)
-	}
+	getJSON("discovery", "/apis/metrics.k8s.io/v1beta1", &rl)
 	resources := map[string]metav1.APIResource{}
 	for _, r := range rl.APIResources {
 		resources[r.Name] = r
@@ -90,14 +96,8 @@ func TestInstall(t *testing.T) {
 		t.Errorf("pods resource = %+v (ok %v)", p, ok)
 	}
 
-	code, body = get("/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=role%3Dcp")
-	if code != http.StatusOK {
-		t.Fatalf("list nodes: %d %s", code, body)
-	}
 	var nodes v1beta1.NodeMetricsList
-	if err := json.Unmarshal(body, &nodes); err != nil {
-		t.Fatal(err)
-	}
+	body := getJSON("list nodes", "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=role%3Dcp", &nodes)
 	if nodes.Kind != "NodeMetricsList" || len(nodes.Items) != 1 || nodes.Items[0].Name != "n1" {
 		t.Fatalf("nodes = %s", body)
 	}
@@ -108,19 +108,13 @@ func TestInstall(t *testing.T) {
 		t.Errorf("window = %v", nodes.Items[0].Window)
 	}
 
-	code, body = get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web-n2")
-	if code != http.StatusOK {
-		t.Fatalf("get pod: %d %s", code, body)
-	}
 	var pm v1beta1.PodMetrics
-	if err := json.Unmarshal(body, &pm); err != nil {
-		t.Fatal(err)
-	}
+	body = getJSON("get pod", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web-n2", &pm)
 	if pm.Kind != "PodMetrics" || pm.Namespace != "default" || pm.Name != "web-n2" || len(pm.Containers) != 1 {
 		t.Errorf("pod metrics = %s", body)
 	}
 
-	code, body = get("/apis/metrics.k8s.io/v1beta1/nodes/nope")
+	code, body := get("/apis/metrics.k8s.io/v1beta1/nodes/nope")
 	if code != http.StatusNotFound {
 		t.Errorf("unknown node: %d %s", code, body)
 	}
