@@ -152,7 +152,8 @@ func Run(ctx context.Context, c Config) error {
 		// policy (5 min) would answer with GOAWAY too_many_pings and drop
 		// its watches. Allow what etcd allows.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
-	etcdapi.New(be).Register(g)
+	etcd := etcdapi.New(be)
+	etcd.Register(g)
 	go func() {
 		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("etcd API server stopped", "err", err)
@@ -188,6 +189,7 @@ func Run(ctx context.Context, c Config) error {
 			AdvertiseAddress:  advertise,
 			Port:              c.HTTPSPort,
 			EtcdEndpoint:      "unix://" + sock,
+			Etcd:              etcd.Client(ctx),
 			CACert:            bundle.CACert,
 			ServingCert:       bundle.ServingCert,
 			ServingKey:        bundle.ServingKey,

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/kubernetes"
@@ -32,6 +33,8 @@ import (
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
 	basecompatibility "k8s.io/component-base/compatibility"
+
+	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
 
 // Config is everything the API server needs; cmd/ fills it from flags.
@@ -43,6 +46,10 @@ type Config struct {
 	Port             int
 	// EtcdEndpoint is the etcd API endpoint of the storage (unix://...).
 	EtcdEndpoint string
+	// Etcd, when set, is an in-process client of the same storage that
+	// every registry's store uses (server/apiserver/storefactory); EtcdEndpoint then
+	// serves only health checks and upstream's few raw stores.
+	Etcd *clientv3.Client
 
 	CACert                  string
 	ServingCert, ServingKey string
@@ -169,6 +176,17 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	if c.Etcd != nil {
+		shared, stop := storefactory.New(c.Etcd, completed.Etcd.StorageConfig.CompactionInterval)
+		defer stop()
+		kube := config.KubeAPIs.ControlPlane.Generic
+		kube.RESTOptionsGetter = shared.Getter(kube.RESTOptionsGetter)
+		ext := config.ApiExtensions
+		ext.GenericConfig.RESTOptionsGetter = shared.Getter(ext.GenericConfig.RESTOptionsGetter)
+		ext.ExtraConfig.CRDRESTOptionsGetter = shared.Getter(ext.ExtraConfig.CRDRESTOptionsGetter)
+		agg := config.Aggregator.GenericConfig
+		agg.RESTOptionsGetter = shared.Getter(agg.RESTOptionsGetter)
+	}
 	if c.Join != nil {
 		// The outermost server (the aggregator) serves every request; its
 		// chain gets the join endpoints in front of authentication.
@@ -202,3 +220,4 @@ func Run(ctx context.Context, c Config) error {
 	}
 	return prepared.Run(ctx)
 }
+

@@ -1,0 +1,141 @@
+package storefactory_test
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/apis/example"
+	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/registry/generic"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
+	"k8s.io/apiserver/pkg/storage"
+	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
+
+	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
+	skiffstorage "github.com/skiff-sh/skiff/server/storage"
+	"github.com/skiff-sh/skiff/server/storage/bolt"
+	"github.com/skiff-sh/skiff/server/storage/etcdapi"
+)
+
+var (
+	scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(scheme)
+)
+
+func init() {
+	metav1.AddToGroupVersion(scheme, metav1.SchemeGroupVersion)
+	utilruntime.Must(example.AddToScheme(scheme))
+	utilruntime.Must(examplev1.AddToScheme(scheme))
+}
+
+// getter stands in for upstream's RESTOptionsGetter: it picks the
+// decorator (watch cache or not) the wrapper must keep.
+type getter struct {
+	decorator generic.StorageDecorator
+	calls     int
+}
+
+func (g *getter) GetRESTOptions(gr schema.GroupResource, _ runtime.Object) (generic.RESTOptions, error) {
+	g.calls++
+	cfg := storagebackend.NewDefaultConfig("/registry", codecs.LegacyCodec(examplev1.SchemeGroupVersion))
+	// Nothing listens here: a store that dialed it would fail.
+	cfg.Transport.ServerList = []string{"unix:///nonexistent/etcd.sock"}
+	return generic.RESTOptions{
+		StorageConfig:  cfg.ForResource(gr),
+		Decorator:      g.decorator,
+		ResourcePrefix: "/" + gr.Resource,
+	}, nil
+}
+
+func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		decorator generic.StorageDecorator
+		cached    bool
+	}{
+		{"undecorated", generic.UndecoratedStorage, false},
+		{"watch cache", genericregistry.StorageWithCacher(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { be.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			t.Cleanup(cancel)
+			f, stop := storefactory.New(etcdapi.New(be).Client(ctx), 0)
+			t.Cleanup(stop)
+
+			inner := &getter{decorator: tc.decorator}
+			opts, err := f.Getter(inner).GetRESTOptions(schema.GroupResource{Resource: "pods"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inner.calls != 1 {
+				t.Fatalf("inner getter called %d times, want 1", inner.calls)
+			}
+			if opts.ResourcePrefix != "/pods" {
+				t.Fatalf("ResourcePrefix %q: the wrapper must keep the inner options", opts.ResourcePrefix)
+			}
+			st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
+				func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj) },
+				func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
+				storage.DefaultNamespaceScopedAttr, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer destroy()
+			defer destroy() // upstream calls destroy funcs more than once
+			if _, cached := st.(*cacherstorage.CacheDelegator); cached != tc.cached {
+				t.Fatalf("store %T: watch cache %v, want %v", st, cached, tc.cached)
+			}
+			for st.ReadinessCheck() != nil { // the cacher serves once it has listed
+				if ctx.Err() != nil {
+					t.Fatal("store never ready")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+
+			w, err := st.Watch(ctx, "/pods/ns", storage.ListOptions{ResourceVersion: "0", Predicate: storage.Everything, Recursive: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Stop()
+			out := &example.Pod{}
+			in := &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns"}}
+			if err := st.Create(ctx, "/pods/ns/a", in, out, 0); err != nil {
+				t.Fatal(err)
+			}
+			// The object is in the backend the shared client serves.
+			res, err := be.Range(ctx, []byte("/registry/pods/ns/a"), nil, skiffstorage.RangeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.KVs) != 1 || strconv.FormatInt(res.KVs[0].ModRevision, 10) != out.ResourceVersion {
+				t.Fatalf("backend holds %+v, want the created pod at revision %s", res.KVs, out.ResourceVersion)
+			}
+			select {
+			case ev := <-w.ResultChan():
+				// The watch cache hands out its caching wrapper.
+				m, err := meta.Accessor(ev.Object)
+				if err != nil || ev.Type != watch.Added || m.GetName() != "a" {
+					t.Fatalf("watch event %v %v, want ADDED a", ev.Type, ev.Object)
+				}
+			case <-ctx.Done():
+				t.Fatal("no watch event for the created pod")
+			}
+		})
+	}
+}
