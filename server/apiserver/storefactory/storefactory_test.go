@@ -90,7 +90,9 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 				t.Fatalf("ResourcePrefix %q: the wrapper must keep the inner options", opts.ResourcePrefix)
 			}
 			st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
-				func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj) },
+				func(obj runtime.Object) (string, error) {
+					return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj)
+				},
 				func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
 				storage.DefaultNamespaceScopedAttr, nil, nil)
 			if err != nil {
