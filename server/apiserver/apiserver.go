@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
+	openapicommon "k8s.io/kube-openapi/pkg/common"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
@@ -218,6 +219,20 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("apiserver: prepare: %w", err)
 	}
+	releaseOpenAPIDefinitions(config.KubeAPIs.ControlPlane.Generic.OpenAPIV3Config)
 	return prepared.Run(ctx)
 }
 
+// releaseOpenAPIDefinitions drops the generated OpenAPI definitions (~8 MB)
+// that upstream's DefaultOpenAPIV3Config computes up front and keeps for
+// the life of the server. They are read while API groups are installed
+// (server-side apply's type converters) and while each built-in
+// group-version's OpenAPI v3 document is built, which the aggregator's
+// PrepareRun has done for all of them. Should a document ever be rebuilt,
+// the builder calls GetDefinitions again, as it does when Definitions is
+// unset.
+func releaseOpenAPIDefinitions(c *openapicommon.OpenAPIV3Config) {
+	if c != nil && c.GetDefinitions != nil {
+		c.Definitions = nil
+	}
+}
