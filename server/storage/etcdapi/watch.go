@@ -13,11 +13,23 @@ import (
 )
 
 // watchStream multiplexes the watches of one Watch RPC, as etcd does.
+//
+// Responses to the client's requests (created, canceled) never wait for
+// room: the goroutine reading requests must always make progress, because
+// the client may be blocked sending its next request while the responses
+// it has not read yet fill the event queue — over the in-process client
+// (etcd's channel pipes, next to no buffering) and with every resource's
+// watches on one stream, waiting there deadlocked the whole stream. Events
+// keep a bounded queue: a slow reader holds back its watches' pumps.
 type watchStream struct {
 	s      *Server
 	stream pb.Watch_WatchServer
 	ctx    context.Context
-	send   chan *pb.WatchResponse
+	send   chan *pb.WatchResponse // events and progress, bounded
+
+	ctrlMu    sync.Mutex
+	ctrl      []*pb.WatchResponse // replies to requests, unbounded
+	ctrlReady chan struct{}
 
 	mu      sync.Mutex
 	nextID  int64
@@ -49,7 +61,8 @@ func (w *streamWatch) requestProgress() {
 func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	ws := &watchStream{s: s, stream: stream, ctx: ctx, send: make(chan *pb.WatchResponse, 64), watches: map[int64]*streamWatch{}}
+	ws := &watchStream{s: s, stream: stream, ctx: ctx, send: make(chan *pb.WatchResponse, 64),
+		ctrlReady: make(chan struct{}, 1), watches: map[int64]*streamWatch{}}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ws.sendLoop() }()
 	go ws.progressLoop()
@@ -83,7 +96,16 @@ func (ws *watchStream) sendLoop() error {
 	for {
 		select {
 		case resp := <-ws.send:
+			// Replies queued before this event go first: a watch's
+			// Created precedes its events.
+			if err := ws.flushReplies(); err != nil {
+				return err
+			}
 			if err := ws.stream.Send(resp); err != nil {
+				return err
+			}
+		case <-ws.ctrlReady:
+			if err := ws.flushReplies(); err != nil {
 				return err
 			}
 		case <-ws.ctx.Done():
@@ -92,6 +114,31 @@ func (ws *watchStream) sendLoop() error {
 	}
 }
 
+func (ws *watchStream) flushReplies() error {
+	ws.ctrlMu.Lock()
+	replies := ws.ctrl
+	ws.ctrl = nil
+	ws.ctrlMu.Unlock()
+	for _, r := range replies {
+		if err := ws.stream.Send(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reply queues a response to a request without blocking.
+func (ws *watchStream) reply(resp *pb.WatchResponse) {
+	ws.ctrlMu.Lock()
+	ws.ctrl = append(ws.ctrl, resp)
+	ws.ctrlMu.Unlock()
+	select {
+	case ws.ctrlReady <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue queues an event response, waiting for room.
 func (ws *watchStream) enqueue(resp *pb.WatchResponse) bool {
 	select {
 	case ws.send <- resp:
@@ -112,7 +159,7 @@ func (ws *watchStream) handle(req *pb.WatchRequest) {
 		ws.mu.Unlock()
 		if w != nil {
 			w.cancel()
-			ws.enqueue(&pb.WatchResponse{Header: ws.s.header(0), WatchId: w.id, Canceled: true})
+			ws.reply(&pb.WatchResponse{Header: ws.s.header(0), WatchId: w.id, Canceled: true})
 		}
 	case *pb.WatchRequest_ProgressRequest:
 		// Each watch answers in order with its own events, once it has
@@ -137,7 +184,7 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 	}
 	if _, dup := ws.watches[id]; dup {
 		ws.mu.Unlock()
-		ws.enqueue(&pb.WatchResponse{Header: ws.s.header(0), WatchId: id, Created: true, Canceled: true, CancelReason: "etcdserver: duplicate watch id"})
+		ws.reply(&pb.WatchResponse{Header: ws.s.header(0), WatchId: id, Created: true, Canceled: true, CancelReason: "etcdserver: duplicate watch id"})
 		return
 	}
 	ctx, cancel := context.WithCancel(ws.ctx)
@@ -159,9 +206,9 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 		start = cur + 1
 	}
 	bw, err := ws.s.be.Watch(ctx, cr.Key, cr.RangeEnd, start, cr.PrevKv)
-	ws.enqueue(&pb.WatchResponse{Header: ws.s.header(cur), WatchId: id, Created: true})
+	ws.reply(&pb.WatchResponse{Header: ws.s.header(cur), WatchId: id, Created: true})
 	if err != nil {
-		ws.closeWatch(w, err)
+		ws.reply(ws.closeWatch(w, err))
 		return
 	}
 	w.mu.Lock()
@@ -170,8 +217,8 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 	go ws.pump(ctx, w, bw)
 }
 
-// closeWatch ends a watch with a terminal response.
-func (ws *watchStream) closeWatch(w *streamWatch, err error) {
+// closeWatch ends a watch and returns its terminal response.
+func (ws *watchStream) closeWatch(w *streamWatch, err error) *pb.WatchResponse {
 	ws.mu.Lock()
 	delete(ws.watches, w.id)
 	ws.mu.Unlock()
@@ -182,7 +229,7 @@ func (ws *watchStream) closeWatch(w *streamWatch, err error) {
 	} else if err != nil {
 		resp.CancelReason = err.Error()
 	}
-	ws.enqueue(resp)
+	return resp
 }
 
 func (ws *watchStream) pump(ctx context.Context, w *streamWatch, bw storage.Watcher) {
@@ -192,7 +239,9 @@ func (ws *watchStream) pump(ctx context.Context, w *streamWatch, bw storage.Watc
 		case batch, ok := <-bw.Events():
 			if !ok {
 				if err := bw.Err(); err != nil && ctx.Err() == nil {
-					ws.closeWatch(w, err)
+					// After the events already queued (a compaction
+					// cancel follows what was delivered).
+					ws.enqueue(ws.closeWatch(w, err))
 				}
 				return
 			}
