@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -35,6 +36,7 @@ import (
 
 	basecompatibility "k8s.io/component-base/compatibility"
 
+	"github.com/skiff-sh/skiff/server/apiserver/authncache"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
 
@@ -78,6 +80,10 @@ type Config struct {
 	// Logger receives the upstream components' klog output.
 	Logger *slog.Logger
 }
+
+// certCacheTTL is how long a verified client certificate chain is taken
+// at its word (server/apiserver/authncache).
+const certCacheTTL = 10 * time.Second
 
 // anonymousPaths are the only paths an unauthenticated client may reach.
 var anonymousPaths = []string{"/healthz", "/livez", "/readyz", "/version"}
@@ -187,6 +193,13 @@ func Run(ctx context.Context, c Config) error {
 		ext.ExtraConfig.CRDRESTOptionsGetter = shared.Getter(ext.ExtraConfig.CRDRESTOptionsGetter)
 		agg := config.Aggregator.GenericConfig
 		agg.RESTOptionsGetter = shared.Getter(agg.RESTOptionsGetter)
+	}
+	// The outermost server (the aggregator) authenticates every request.
+	// Front-proxy authentication depends on headers, not only on the
+	// certificate: no cache then.
+	if authn := &config.Aggregator.GenericConfig.Authentication; authn.Authenticator != nil &&
+		(completed.Authentication.RequestHeader == nil || completed.Authentication.RequestHeader.ClientCAFile == "") {
+		authn.Authenticator = authncache.New(authn.Authenticator, certCacheTTL)
 	}
 	if c.Join != nil {
 		// The outermost server (the aggregator) serves every request; its
