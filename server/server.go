@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -189,7 +190,7 @@ func Run(ctx context.Context, c Config) error {
 			AdvertiseAddress:  advertise,
 			Port:              c.HTTPSPort,
 			EtcdEndpoint:      "unix://" + sock,
-			Etcd:              etcd.Client(ctx),
+			NewEtcdClient:     func() *clientv3.Client { return etcd.Client(ctx) },
 			CACert:            bundle.CACert,
 			ServingCert:       bundle.ServingCert,
 			ServingKey:        bundle.ServingKey,

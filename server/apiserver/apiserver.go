@@ -49,10 +49,11 @@ type Config struct {
 	Port             int
 	// EtcdEndpoint is the etcd API endpoint of the storage (unix://...).
 	EtcdEndpoint string
-	// Etcd, when set, is an in-process client of the same storage that
-	// every registry's store uses (server/apiserver/storefactory); EtcdEndpoint then
-	// serves only health checks and upstream's few raw stores.
-	Etcd *clientv3.Client
+	// NewEtcdClient, when set, returns a new in-process client of the
+	// same storage; the registries' stores use these
+	// (server/apiserver/storefactory) and EtcdEndpoint then serves only
+	// health checks and upstream's few raw stores.
+	NewEtcdClient func() *clientv3.Client
 
 	CACert                  string
 	ServingCert, ServingKey string
@@ -183,8 +184,8 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
-	if c.Etcd != nil {
-		shared, stop := storefactory.New(c.Etcd, completed.Etcd.StorageConfig.CompactionInterval)
+	if c.NewEtcdClient != nil {
+		shared, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
 		defer stop()
 		kube := config.KubeAPIs.ControlPlane.Generic
 		kube.RESTOptionsGetter = shared.Getter(kube.RESTOptionsGetter)

@@ -1,6 +1,6 @@
 // Package storefactory builds the API server's registry stores (built-in
-// resources, CustomResourceDefinitions' resources, APIServices) on one
-// in-process etcd client, in place of upstream's storage factory, which
+// resources, CustomResourceDefinitions' resources, APIServices) on
+// in-process etcd clients, in place of upstream's storage factory, which
 // dials a new gRPC connection per resource (~70 in kube-apiserver) through
 // a package variable that cannot be swapped. Everything above the client is
 // upstream's: the etcd3 store, its decoder and transformer, the watch
@@ -11,12 +11,14 @@ package storefactory
 
 import (
 	"reflect"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdk8s "go.etcd.io/etcd/client/v3/kubernetes"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	genericfeatures "k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/registry/generic"
@@ -28,29 +30,30 @@ import (
 	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
 
-// Factory builds stores on one etcd client.
+// Factory builds stores on in-process etcd clients.
 type Factory struct {
-	client    *etcdk8s.Client
+	newClient func() *clientv3.Client
 	compactor etcd3.Compactor
 }
 
-// New wraps an etcd client and starts the one compactor its stores report
-// compactions through (upstream: one per endpoint; compactionInterval 0
-// only tracks compactions made elsewhere). stop ends the compactor.
-func New(c *clientv3.Client, compactionInterval time.Duration) (f *Factory, stop func()) {
-	kc := &etcdk8s.Client{Client: c}
-	kc.Kubernetes = kc
-	// Upstream decorates each store's client the same way (etcd request
-	// latency metrics); the tracker keeps no per-store state.
-	kc.KV = etcd3.NewETCDLatencyTracker(c.KV)
-	comp := etcd3.NewCompactor(c, compactionInterval, clock.RealClock{}, nil)
-	return &Factory{client: kc, compactor: comp}, comp.Stop
+// New starts the one compactor the stores report compactions through
+// (upstream: one per endpoint; compactionInterval 0 only tracks
+// compactions made elsewhere); stop ends it. newClient returns a new
+// in-process client: each store gets its own, so that each resource's
+// watch has its own stream as with upstream's connection per resource
+// (clientv3 multiplexes every watch of a client on one stream, where one
+// resource's progress requests would reach every resource's watch).
+// In-process clients cost no connection and marshal nothing.
+func New(newClient func() *clientv3.Client, compactionInterval time.Duration) (f *Factory, stop func()) {
+	comp := etcd3.NewCompactor(newClient(), compactionInterval, clock.RealClock{}, nil)
+	return &Factory{newClient: newClient, compactor: comp}, comp.Stop
 }
 
-// Getter makes g hand out s's stores; everything else g decides (storage
+// Getter makes g hand out f's stores; everything else g decides (storage
 // version, codec, prefix, watch cache on or off) stays as it was. A nil g
 // stays nil.
 func (f *Factory) Getter(g generic.RESTOptionsGetter) generic.RESTOptionsGetter {
@@ -65,26 +68,39 @@ type restOptionsGetter struct {
 	f *Factory
 }
 
+// undecoratedPC identifies generic.UndecoratedStorage, a top-level func.
 var undecoratedPC = reflect.ValueOf(generic.UndecoratedStorage).Pointer()
 
-func (g restOptionsGetter) GetRESTOptions(resource schema.GroupResource, example runtime.Object) (generic.RESTOptions, error) {
+// isStorageWithCacher: pc is the code of a closure made by
+// genericregistry.StorageWithCacher. Closures have no identity to compare
+// and their code pointer differs wherever the maker is inlined, but the
+// compiler names them after it ("...StorageWithCacher.func1").
+func isStorageWithCacher(pc uintptr) bool {
+	fn := runtime.FuncForPC(pc)
+	return fn != nil && strings.Contains(fn.Name(), ".StorageWithCacher.func")
+}
+
+func (g restOptionsGetter) GetRESTOptions(resource schema.GroupResource, example kruntime.Object) (generic.RESTOptions, error) {
 	opts, err := g.RESTOptionsGetter.GetRESTOptions(resource, example)
 	if err != nil {
 		return opts, err
 	}
-	// Upstream hands out generic.UndecoratedStorage (no watch cache) or
-	// genericregistry.StorageWithCacher(); keep that choice.
-	if reflect.ValueOf(opts.Decorator).Pointer() == undecoratedPC {
+	// Keep the getter's choice of watch cache or none; a decorator other
+	// than upstream's two is left alone (its stores dial the endpoint).
+	switch pc := reflect.ValueOf(opts.Decorator).Pointer(); {
+	case pc == undecoratedPC:
 		opts.Decorator = g.f.undecorated
-	} else {
+	case isStorageWithCacher(pc):
 		opts.Decorator = g.f.withCacher
+	default:
+		klog.InfoS("storefactory: unknown storage decorator, the resource's store dials the etcd endpoint", "resource", resource)
 	}
 	return opts, nil
 }
 
 // raw is factory.Create's etcd3 store (newETCD3Storage upstream) on the
 // shared client.
-func (f *Factory) raw(c *storagebackend.ConfigForResource, newFunc, newListFunc func() runtime.Object, resourcePrefix string) (storage.Interface, factory.DestroyFunc, error) {
+func (f *Factory) raw(c *storagebackend.ConfigForResource, newFunc, newListFunc func() kruntime.Object, resourcePrefix string) (storage.Interface, factory.DestroyFunc, error) {
 	transformer := c.Transformer
 	if transformer == nil {
 		transformer = identity.NewEncryptCheckTransformer()
@@ -96,9 +112,15 @@ func (f *Factory) raw(c *storagebackend.ConfigForResource, newFunc, newListFunc 
 		transformer = etcd3.WithCorruptObjErrorHandlingTransformer(transformer)
 		decoder = etcd3.WithCorruptObjErrorHandlingDecoder(decoder)
 	}
-	st, err := etcd3.New(f.client, f.compactor, c.Codec, newFunc, newListFunc, c.Prefix, resourcePrefix,
+	client := f.newClient()
+	// As upstream: the store's KV reports etcd request latency.
+	client.KV = etcd3.NewETCDLatencyTracker(client.KV)
+	kc := &etcdk8s.Client{Client: client}
+	kc.Kubernetes = kc
+	st, err := etcd3.New(kc, f.compactor, c.Codec, newFunc, newListFunc, c.Prefix, resourcePrefix,
 		c.GroupResource, transformer, c.LeaseManagerConfig, decoder, versioner)
 	if err != nil {
+		_ = client.Close()
 		return nil, nil, err
 	}
 	var ret storage.Interface = st
@@ -106,18 +128,21 @@ func (f *Factory) raw(c *storagebackend.ConfigForResource, newFunc, newListFunc 
 		ret = etcd3.NewStoreWithUnsafeCorruptObjectDeletion(ret, c.GroupResource)
 	}
 	// Destroy funcs are called more than once (subresources share stores).
-	return ret, sync.OnceFunc(st.Close), nil
+	return ret, sync.OnceFunc(func() {
+		st.Close()
+		_ = client.Close()
+	}), nil
 }
 
 func (f *Factory) undecorated(c *storagebackend.ConfigForResource, resourcePrefix string,
-	_ func(runtime.Object) (string, error), newFunc, newListFunc func() runtime.Object,
+	_ func(kruntime.Object) (string, error), newFunc, newListFunc func() kruntime.Object,
 	_ storage.AttrFunc, _ storage.IndexerFuncs, _ *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
 	return f.raw(c, newFunc, newListFunc, resourcePrefix)
 }
 
 // withCacher is genericregistry.StorageWithCacher over raw.
 func (f *Factory) withCacher(c *storagebackend.ConfigForResource, resourcePrefix string,
-	keyFunc func(runtime.Object) (string, error), newFunc, newListFunc func() runtime.Object,
+	keyFunc func(kruntime.Object) (string, error), newFunc, newListFunc func() kruntime.Object,
 	getAttrs storage.AttrFunc, triggers storage.IndexerFuncs, indexers *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
 	st, destroy, err := f.raw(c, newFunc, newListFunc, resourcePrefix)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +22,8 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
+	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 	skiffstorage "github.com/skiff-sh/skiff/server/storage"
@@ -75,7 +78,8 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 			t.Cleanup(func() { be.Close() })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			t.Cleanup(cancel)
-			f, stop := storefactory.New(etcdapi.New(be).Client(ctx), 0)
+			srv := etcdapi.New(be)
+			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0)
 			t.Cleanup(stop)
 
 			inner := &getter{decorator: tc.decorator}
@@ -139,5 +143,29 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 				t.Fatal("no watch event for the created pod")
 			}
 		})
+	}
+}
+
+func TestGetterLeavesOtherDecoratorsAlone(t *testing.T) {
+	be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	srv := etcdapi.New(be)
+	f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(t.Context()) }, 0)
+	t.Cleanup(stop)
+	called := false
+	custom := func(*storagebackend.ConfigForResource, string, func(runtime.Object) (string, error), func() runtime.Object,
+		func() runtime.Object, storage.AttrFunc, storage.IndexerFuncs, *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
+		called = true
+		return nil, func() {}, nil
+	}
+	opts, err := f.Getter(&getter{decorator: custom}).GetRESTOptions(schema.GroupResource{Resource: "pods"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix, nil, nil, nil, nil, nil, nil); err != nil || !called {
+		t.Fatalf("a decorator the factory does not know was replaced (called %v, err %v)", called, err)
 	}
 }

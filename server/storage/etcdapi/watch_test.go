@@ -63,6 +63,7 @@ func TestWatchStreamRequestsNeverWaitForEvents(t *testing.T) {
 		for ctx.Err() == nil {
 			cctx, ccancel := context.WithCancel(wctx)
 			wch := c.Watch(cctx, "/other/")
+			_ = c.RequestProgress(wctx) // as consistent reads from the watch cache do
 			ccancel()
 			for range wch {
 			}

@@ -22,6 +22,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,6 +52,7 @@ type result struct {
 	ListMs       float64 `json:"list_ms"`
 	ListedItems  int     `json:"listed_items"`
 	WatchMissing int     `json:"watch_missing"`
+	WatchEnd     string  `json:"watch_end,omitempty"`
 }
 
 func percentile(d []time.Duration, p float64) float64 {
@@ -180,9 +182,14 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 	defer w.Stop()
 	seenLat := make([]time.Duration, 0, n)
 	watchDone := make(chan struct{})
+	var watchEnd string // why the watch ended before seeing every object
 	go func() {
 		defer close(watchDone)
+		watchEnd = "closed by the server"
 		for ev := range w.ResultChan() {
+			if ev.Type == watch.Error {
+				watchEnd = fmt.Sprintf("error event: %v", apierrors.FromObject(ev.Object))
+			}
 			if ev.Type != watch.Added {
 				continue
 			}
@@ -193,6 +200,7 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 			if t0, ok := created.Load(name); ok {
 				seenLat = append(seenLat, time.Since(t0.(time.Time)))
 				if len(seenLat) == n {
+					watchEnd = ""
 					return
 				}
 			}
@@ -251,9 +259,11 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 	select {
 	case <-watchDone:
 	case <-time.After(30 * time.Second):
+		w.Stop()
+		<-watchDone
+		watchEnd = "not all seen 30 s after the last write"
 	}
 	w.Stop()
-	<-watchDone
 
 	t0 := time.Now()
 	var listed int
@@ -277,5 +287,6 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 	r.WatchP50ms, r.WatchP99ms = percentile(seenLat, 0.50), percentile(seenLat, 0.99)
 	r.ListMs, r.ListedItems = float64(listDur.Microseconds())/1000, listed
 	r.WatchMissing = n - len(seenLat)
+	r.WatchEnd = watchEnd
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
