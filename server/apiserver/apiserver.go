@@ -185,15 +185,15 @@ func Run(ctx context.Context, c Config) error {
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
 	if c.NewEtcdClient != nil {
-		shared, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
+		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
 		defer stop()
 		kube := config.KubeAPIs.ControlPlane.Generic
-		kube.RESTOptionsGetter = shared.Getter(kube.RESTOptionsGetter)
+		kube.RESTOptionsGetter = stores.Getter(kube.RESTOptionsGetter)
 		ext := config.ApiExtensions
-		ext.GenericConfig.RESTOptionsGetter = shared.Getter(ext.GenericConfig.RESTOptionsGetter)
-		ext.ExtraConfig.CRDRESTOptionsGetter = shared.Getter(ext.ExtraConfig.CRDRESTOptionsGetter)
+		ext.GenericConfig.RESTOptionsGetter = stores.Getter(ext.GenericConfig.RESTOptionsGetter)
+		ext.ExtraConfig.CRDRESTOptionsGetter = stores.Getter(ext.ExtraConfig.CRDRESTOptionsGetter)
 		agg := config.Aggregator.GenericConfig
-		agg.RESTOptionsGetter = shared.Getter(agg.RESTOptionsGetter)
+		agg.RESTOptionsGetter = stores.Getter(agg.RESTOptionsGetter)
 	}
 	// The outermost server (the aggregator) authenticates every request.
 	// Front-proxy authentication depends on headers, not only on the
