@@ -99,7 +99,7 @@ func (g restOptionsGetter) GetRESTOptions(resource schema.GroupResource, example
 }
 
 // raw is factory.Create's etcd3 store (newETCD3Storage upstream) on the
-// shared client.
+// store's own in-process client.
 func (f *Factory) raw(c *storagebackend.ConfigForResource, newFunc, newListFunc func() kruntime.Object, resourcePrefix string) (storage.Interface, factory.DestroyFunc, error) {
 	transformer := c.Transformer
 	if transformer == nil {
