@@ -41,7 +41,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, Usage: "join token (K10<ca-hash>::server:<secret> from the server's node-token file)", EnvVars: []string{"SKIFF_TOKEN"}},
 			&cli.StringFlag{Name: "token-file", Usage: "read the join token from this file", EnvVars: []string{"SKIFF_TOKEN_FILE"}},
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Usage: "directory for node state", EnvVars: []string{"SKIFF_DATA_DIR"}},
-		}, agentFlags()...),
+		}, append(agentFlags(), logFlags()...)...),
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfig(c)
 			if err != nil {
@@ -62,7 +62,11 @@ func agentCommand() *cli.Command {
 				return fmt.Errorf("--token (or $SKIFF_TOKEN, --token-file) is required")
 			}
 			cfg.Token = token
-			cfg.Logger = newLogger()
+			lc, err := logConfigFrom(c)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = newLogger(lc)
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, cfg)

@@ -24,7 +24,7 @@ func nodesimCommand() *cli.Command {
 		Description: `Registers N nodes, keeps their Leases fresh and moves pods bound to them to Running
 (Succeeded/Failed for pods that do not always restart). Annotate a node with
 nodesim.skiff.dev/lost=true to make it stop heartbeating (node loss).`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "kubeconfig", Usage: "kubeconfig to use (default $KUBECONFIG, else " + defaultKubeconfig + ")"},
 			&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Value: 3, Usage: "number of nodes"},
 			&cli.StringFlag{Name: "name", Value: "nodesim", Usage: "simulator name; node names are <name>-<i>"},
@@ -33,7 +33,7 @@ nodesim.skiff.dev/lost=true to make it stop heartbeating (node loss).`,
 			&cli.StringFlag{Name: "max-pods", Value: "110", Usage: "pod capacity per node"},
 			&cli.DurationFlag{Name: "run-duration", Value: time.Second, Usage: "how long pods that do not always restart run"},
 			&cli.BoolFlag{Name: "delete-on-exit", Usage: "delete the nodes when stopped"},
-		},
+		}, logFlags()...),
 		Action: runNodesim,
 	}
 }
@@ -66,7 +66,11 @@ func runNodesim(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger()
+	lc, err := logConfigFrom(c)
+	if err != nil {
+		return err
+	}
+	log := newLogger(lc)
 	sim := nodesim.New(client, nodesim.Config{
 		Name: c.String("name"), Nodes: c.Int("nodes"), Capacity: capacity,
 		RunDuration: c.Duration("run-duration"), Logger: log,

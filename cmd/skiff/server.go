@@ -42,7 +42,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable)"},
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra flag for the embedded kube-controller-manager (name=value, repeatable)"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra flag for the embedded kube-scheduler (name=value, repeatable)"},
-		}, agentFlags()...),
+		}, append(agentFlags(), logFlags()...)...),
 		Action: runServer,
 	}
 }
@@ -91,9 +91,14 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if cfg.DefaultTolerationSeconds < 0 {
 		return cfg, fmt.Errorf("--default-toleration-seconds %d is negative", cfg.DefaultTolerationSeconds)
 	}
-	cfg.APIServerArgs = componentArgs(c.StringSlice("kube-apiserver-arg"))
-	cfg.ControllerManagerArgs = componentArgs(c.StringSlice("kube-controller-manager-arg"))
-	cfg.SchedulerArgs = componentArgs(c.StringSlice("kube-scheduler-arg"))
+	lc, err := logConfigFrom(c)
+	if err != nil {
+		return cfg, err
+	}
+	// The verbosity first: --kube-*-arg=v=N still wins for one component.
+	cfg.APIServerArgs = append(lc.componentArgs(), componentArgs(c.StringSlice("kube-apiserver-arg"))...)
+	cfg.ControllerManagerArgs = append(lc.componentArgs(), componentArgs(c.StringSlice("kube-controller-manager-arg"))...)
+	cfg.SchedulerArgs = append(lc.componentArgs(), componentArgs(c.StringSlice("kube-scheduler-arg"))...)
 	return cfg, nil
 }
 
@@ -111,7 +116,11 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg.Logger = newLogger()
+	lc, err := logConfigFrom(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = newLogger(lc)
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if c.Bool("disable-agent") {
