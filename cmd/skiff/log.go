@@ -16,7 +16,7 @@ import (
 func logFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "debug", Usage: "log Skiff's debug messages", EnvVars: []string{"SKIFF_DEBUG"}},
-		&cli.IntFlag{Name: "v", Usage: "log verbosity of the embedded Kubernetes components (klog -v: 2 is useful, 4 is debug, 6+ shows API requests)"},
+		&cli.IntFlag{Name: "v", Usage: "log verbosity of the embedded Kubernetes components (klog -v: 2 is useful, 3 logs each API request served, 4 and up are debug)"},
 	}
 }
 
