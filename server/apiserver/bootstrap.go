@@ -17,6 +17,7 @@ import (
 	schedulingrest "k8s.io/kubernetes/pkg/registry/scheduling/rest"
 	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
 
+	"github.com/skiff-sh/skiff/server/apiserver/rbacsync"
 	"github.com/skiff-sh/skiff/server/localpath"
 )
 
@@ -58,26 +59,15 @@ func hook(f func(context.Context, kubernetes.Interface) error) genericapiserver.
 }
 
 // ensureRBAC reconciles upstream's bootstrap policy (the same roles and
-// bindings kube-apiserver creates, from bootstrappolicy) into the cluster.
+// bindings kube-apiserver creates, from bootstrappolicy) into the cluster:
+// the cluster-scoped ones against one LIST per kind (rbacsync), the few
+// namespaced ones one by one.
 func ensureRBAC(ctx context.Context, client kubernetes.Interface) error {
 	rbac := client.RbacV1()
-	for _, r := range append(append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...), skiffRoles()...) {
-		if _, err := (&reconciliation.ReconcileRoleOptions{
-			Role:    reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
-			Client:  reconciliation.ClusterRoleModifier{Client: rbac.ClusterRoles()},
-			Confirm: true,
-		}).Run(); err != nil {
-			return fmt.Errorf("clusterrole %s: %w", r.Name, err)
-		}
-	}
-	for _, b := range append(append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...), skiffBindings()...) {
-		if _, err := (&reconciliation.ReconcileRoleBindingOptions{
-			RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
-			Client:      reconciliation.ClusterRoleBindingClientAdapter{Client: rbac.ClusterRoleBindings()},
-			Confirm:     true,
-		}).Run(); err != nil {
-			return fmt.Errorf("clusterrolebinding %s: %w", b.Name, err)
-		}
+	if err := rbacsync.Reconcile(ctx, rbac,
+		append(append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...), skiffRoles()...),
+		append(append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...), skiffBindings()...)); err != nil {
+		return err
 	}
 	for _, roles := range bootstrappolicy.NamespaceRoles() {
 		for _, r := range roles {

@@ -43,6 +43,7 @@ func main() {
 	settle := flag.Duration("settle", 20*time.Second, "wait before memory readings")
 	flag.Func("agent-arg", "extra flag for the agent-only node (repeatable; experiments)", func(v string) error { agentArgs = append(agentArgs, v); return nil })
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the server process during the pod burst to this file")
+	flag.StringVar(&keepLogs, "keep-logs", "", "copy the server's and the agent's logs into this directory at the end")
 	flag.StringVar(&shimGrouping, "shim-grouping", "node", "--shim-grouping of the server and agent (node or pod)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -70,6 +71,9 @@ var cpuProfile string
 // shimGrouping is passed to both nodes (A/B of the node-wide shim).
 var shimGrouping string
 
+// keepLogs, when set, is where the nodes' logs are copied at the end.
+var keepLogs string
+
 func out(key string, v any) { fmt.Printf("%s %v\n", key, v) }
 
 func run(bin string, npods int, rate float64, settle time.Duration) error {
@@ -82,6 +86,9 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	if keepLogs != "" {
+		defer copyLogs(tmp, keepLogs)
+	}
 	port := 17443
 	kubeconfig := filepath.Join(tmp, "kubeconfig.yaml")
 	srvRun := filepath.Join(tmp, "run1")
@@ -470,4 +477,22 @@ func setupNetns() error {
 func teardownNetns() {
 	_ = exec.Command("ip", "netns", "del", netns).Run()
 	_ = exec.Command("ip", "link", "del", "sk-bench-h").Run()
+}
+
+// copyLogs copies the *.log files of dir into to.
+func copyLogs(dir, to string) {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "agentbench: -keep-logs:", err)
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, filepath.Base(l)), b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "agentbench: -keep-logs:", err)
+		}
+	}
 }
