@@ -15,6 +15,8 @@ import (
 
 	"github.com/skiff-sh/skiff/agent/containerd"
 	"github.com/skiff-sh/skiff/agent/containerd/child"
+	// Before kubectl's packages initialise: see the package comment.
+	_ "github.com/skiff-sh/skiff/cmd/skiff/internal/kubectli18n"
 )
 
 // Set by the build (-ldflags -X main.version=...).
