@@ -141,6 +141,7 @@ func (c *Config) args() ([]string, error) {
 
 // Run starts the API server and blocks until ctx ends or it fails.
 func Run(ctx context.Context, c Config) error {
+	phase := startPhases(c.Logger)
 	s := options.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
 	for _, f := range s.Flags().FlagSets {
@@ -179,6 +180,7 @@ func Run(ctx context.Context, c Config) error {
 		}
 	}
 	// app.Run, unrolled so Skiff can swap the slow bootstrap hooks.
+	phase("options")
 	config, err := app.NewConfig(completed)
 	if err != nil {
 		return fmt.Errorf("apiserver: config: %w", err)
@@ -218,6 +220,7 @@ func Run(ctx context.Context, c Config) error {
 			})
 		}
 	}
+	phase("config")
 	cc, err := config.Complete()
 	if err != nil {
 		return fmt.Errorf("apiserver: complete config: %w", err)
@@ -229,12 +232,28 @@ func Run(ctx context.Context, c Config) error {
 	if err := addBootstrapHooks(chain.GenericAPIServer); err != nil {
 		return fmt.Errorf("apiserver: %w", err)
 	}
+	phase("install APIs")
 	prepared, err := chain.PrepareRun()
 	if err != nil {
 		return fmt.Errorf("apiserver: prepare: %w", err)
 	}
 	releaseOpenAPIDefinitions(config.KubeAPIs.ControlPlane.Generic.OpenAPIV3Config)
+	phase("prepare (OpenAPI)")
 	return prepared.Run(ctx)
+}
+
+// startPhases returns a function that logs, at debug level, how long each
+// start-up phase took since the previous call.
+func startPhases(log *slog.Logger) func(name string) {
+	if log == nil {
+		log = slog.Default()
+	}
+	last := time.Now()
+	return func(name string) {
+		now := time.Now()
+		log.Debug("API server start-up phase done", "phase", name, "took", now.Sub(last).Round(time.Millisecond))
+		last = now
+	}
 }
 
 // releaseOpenAPIDefinitions drops the generated OpenAPI definitions (~8 MB)
