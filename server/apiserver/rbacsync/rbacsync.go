@@ -27,10 +27,7 @@ func Reconcile(ctx context.Context, client rbacclient.RbacV1Interface, roles []r
 	if err != nil {
 		return fmt.Errorf("list clusterroles: %w", err)
 	}
-	existingRoles := listedRoles{ClusterRoleModifier: reconciliation.ClusterRoleModifier{Client: client.ClusterRoles()}, byName: map[string]*rbacv1.ClusterRole{}}
-	for i := range roleList.Items {
-		existingRoles.byName[roleList.Items[i].Name] = &roleList.Items[i]
-	}
+	existingRoles := listedRoles{ClusterRoleModifier: reconciliation.ClusterRoleModifier{Client: client.ClusterRoles()}, byName: byName(roleList.Items)}
 	for _, r := range roles {
 		if _, err := (&reconciliation.ReconcileRoleOptions{
 			Role:    reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
@@ -44,10 +41,7 @@ func Reconcile(ctx context.Context, client rbacclient.RbacV1Interface, roles []r
 	if err != nil {
 		return fmt.Errorf("list clusterrolebindings: %w", err)
 	}
-	existingBindings := listedBindings{ClusterRoleBindingClientAdapter: reconciliation.ClusterRoleBindingClientAdapter{Client: client.ClusterRoleBindings()}, byName: map[string]*rbacv1.ClusterRoleBinding{}}
-	for i := range bindingList.Items {
-		existingBindings.byName[bindingList.Items[i].Name] = &bindingList.Items[i]
-	}
+	existingBindings := listedBindings{ClusterRoleBindingClientAdapter: reconciliation.ClusterRoleBindingClientAdapter{Client: client.ClusterRoleBindings()}, byName: byName(bindingList.Items)}
 	for _, b := range bindings {
 		if _, err := (&reconciliation.ReconcileRoleBindingOptions{
 			RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
@@ -58,6 +52,19 @@ func Reconcile(ctx context.Context, client rbacclient.RbacV1Interface, roles []r
 		}
 	}
 	return nil
+}
+
+// byName indexes listed objects by name.
+func byName[T any, P interface {
+	*T
+	GetName() string
+}](items []T) map[string]P {
+	m := make(map[string]P, len(items))
+	for i := range items {
+		p := P(&items[i])
+		m[p.GetName()] = p
+	}
+	return m
 }
 
 // listedRoles answers Get from a LIST; Create and Update go to the API.
