@@ -47,7 +47,7 @@ func serverCommand() *cli.Command {
 	}
 }
 
-func serverConfig(c *cli.Context) (server.Config, error) {
+func serverConfig(c *cli.Context, lc logConfig) (server.Config, error) {
 	cfg := server.Config{
 		DataDir:         c.String("data-dir"),
 		HTTPSPort:       c.Int("https-listen-port"),
@@ -91,10 +91,6 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if cfg.DefaultTolerationSeconds < 0 {
 		return cfg, fmt.Errorf("--default-toleration-seconds %d is negative", cfg.DefaultTolerationSeconds)
 	}
-	lc, err := logConfigFrom(c)
-	if err != nil {
-		return cfg, err
-	}
 	// The verbosity first: --kube-*-arg=v=N still wins for one component.
 	cfg.APIServerArgs = append(lc.componentArgs(), componentArgs(c.StringSlice("kube-apiserver-arg"))...)
 	cfg.ControllerManagerArgs = append(lc.componentArgs(), componentArgs(c.StringSlice("kube-controller-manager-arg"))...)
@@ -112,11 +108,11 @@ func componentArgs(pairs []string) []string {
 }
 
 func runServer(c *cli.Context) error {
-	cfg, err := serverConfig(c)
+	lc, err := logConfigFrom(c)
 	if err != nil {
 		return err
 	}
-	lc, err := logConfigFrom(c)
+	cfg, err := serverConfig(c, lc)
 	if err != nil {
 		return err
 	}
