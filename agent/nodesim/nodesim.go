@@ -38,8 +38,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+	nodeutil "k8s.io/component-helpers/node/util"
 	"k8s.io/utils/ptr"
 )
 
@@ -403,22 +403,19 @@ func (s *Sim) registerNode(ctx context.Context, i int) error {
 	return nil
 }
 
-// reportStatus writes the node's status as a healthy kubelet does,
-// retrying on conflicts with controllers that update the node too (IPAM,
-// node lifecycle).
+// reportStatus writes the node's status as a healthy kubelet does: as a
+// strategic merge patch of the status (upstream's PatchNodeStatus, what the
+// kubelet sends), with no resourceVersion precondition, so controllers that
+// write the node at the same time (IPAM, node lifecycle, TTL) cannot make
+// it fail with a conflict.
 func (s *Sim) reportStatus(ctx context.Context, n *node, cur *v1.Node) error {
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		if cur == nil {
-			var err error
-			if cur, err = s.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err != nil {
-				return err
-			}
+	if cur == nil {
+		var err error
+		if cur, err = s.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("nodesim: status of %s: %w", n.name, err)
 		}
-		_, err := s.client.CoreV1().Nodes().UpdateStatus(ctx, s.healthyStatus(n, cur), metav1.UpdateOptions{FieldManager: "nodesim"})
-		cur = nil
-		return err
-	})
-	if err != nil {
+	}
+	if _, _, err := nodeutil.PatchNodeStatus(s.client.CoreV1(), types.NodeName(n.name), cur, s.healthyStatus(n, cur)); err != nil {
 		return fmt.Errorf("nodesim: status of %s: %w", n.name, err)
 	}
 	s.mu.Lock()
