@@ -17,14 +17,14 @@ import (
 	"k8s.io/kubectl/pkg/util/i18n"
 )
 
-// Skipped reports whether translations were switched off for this process.
-var Skipped = skipUnlessKubectl(os.Args)
+// A package variable's initialiser, so it runs at this package's
+// initialisation.
+var _ = skipUnlessKubectl(os.Args)
 
-func skipUnlessKubectl(args []string) bool {
-	if len(args) > 1 && args[1] == "kubectl" {
-		return false
+func skipUnlessKubectl(args []string) struct{} {
+	if len(args) < 2 || args[1] != "kubectl" {
+		// Untranslated: T returns its English default text.
+		i18n.LoadTranslationsFunc = func() error { return nil }
 	}
-	// Untranslated: T returns its English default text.
-	i18n.LoadTranslationsFunc = func() error { return nil }
-	return true
+	return struct{}{}
 }
