@@ -186,6 +186,8 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	// createServerChain installs the kube-apiserver's OpenAPI itself (v2 lazily).
+	config.KubeAPIs.ControlPlane.Generic.SkipOpenAPIInstallation = true
 	if c.NewEtcdClient != nil {
 		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
 		defer stop()

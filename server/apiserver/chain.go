@@ -14,10 +14,12 @@ import (
 )
 
 // createServerChain is upstream's app.CreateServerChain (apiextensions →
-// kube-apiserver → aggregator) with one step added: the resource metrics
+// kube-apiserver → aggregator) with two steps added: the resource metrics
 // API (server/metrics) is installed into the kube-apiserver before the
 // aggregator is built, so the aggregator auto-registers a local APIService
-// for it and discovery lists it like any built-in group.
+// for it and discovery lists it like any built-in group; and, when the
+// config skips upstream's OpenAPI installation, the kube-apiserver's OpenAPI
+// is installed with a lazily built v2 document (installOpenAPI).
 func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface) (*aggregatorapiserver.APIAggregator, error) {
 	notFound := notfoundhandler.New(config.KubeAPIs.ControlPlane.Generic.Serializer, genericapifilters.NoMuxAndDiscoveryIncompleteKey)
 	apiExtensions, err := config.ApiExtensions.New(genericapiserver.NewEmptyDelegateWithCustomHandler(notFound))
@@ -32,6 +34,9 @@ func createServerChain(config app.CompletedConfig, metricsClient func() kubernet
 	}
 	if err := metrics.Install(kube.ControlPlane.GenericAPIServer, metricsClient); err != nil {
 		return nil, err
+	}
+	if g := config.KubeAPIs.ControlPlane.Generic; g.SkipOpenAPIInstallation {
+		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config)
 	}
 	return controlplaneapiserver.CreateAggregatorServer(config.Aggregator, kube.ControlPlane.GenericAPIServer,
 		apiExtensions.Informers.Apiextensions().V1().CustomResourceDefinitions(), crdAPIEnabled, apiServicePriorities())

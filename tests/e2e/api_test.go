@@ -79,6 +79,41 @@ func TestDiscoveryOpenAPITable(t *testing.T) {
 	if resp.StatusCode != 200 || len(body) < 100000 {
 		t.Fatalf("openapi v2 protobuf: %d, %d bytes", resp.StatusCode, len(body))
 	}
+	// The built-in part of v2 is built on first request: it must hold the
+	// kube-apiserver's types and paths beside the aggregator's and
+	// apiextensions' own, and revalidate by ETag.
+	resp, body = do(t, c, "GET", base+"/openapi/v2", "", "application/json", nil)
+	var v2 struct {
+		Paths       map[string]json.RawMessage `json:"paths"`
+		Definitions map[string]json.RawMessage `json:"definitions"`
+	}
+	if err := json.Unmarshal(body, &v2); err != nil {
+		t.Fatalf("openapi v2 JSON: %d %v", resp.StatusCode, err)
+	}
+	for _, d := range []string{"io.k8s.api.apps.v1.Deployment", "io.k8s.api.core.v1.Pod",
+		"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
+		"io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService"} {
+		if _, ok := v2.Definitions[d]; !ok {
+			t.Errorf("openapi v2 lacks definition %s (%d definitions)", d, len(v2.Definitions))
+		}
+	}
+	if _, ok := v2.Paths["/apis/apps/v1/namespaces/{namespace}/deployments"]; !ok {
+		t.Errorf("openapi v2 lacks the deployments path (%d paths)", len(v2.Paths))
+	}
+	etag := resp.Header.Get("Etag")
+	req, err := http.NewRequest("GET", base+"/openapi/v2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("If-None-Match", etag)
+	if resp, err = c.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if etag == "" || resp.StatusCode != http.StatusNotModified {
+		t.Errorf("openapi v2 with If-None-Match %q: %d, want 304", etag, resp.StatusCode)
+	}
 	_, body = do(t, c, "GET", base+"/openapi/v3", "", "", nil)
 	var root struct {
 		Paths map[string]struct {
