@@ -186,8 +186,13 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
-	// createServerChain installs the kube-apiserver's OpenAPI itself (v2 lazily).
+	// createServerChain installs the kube-apiserver's OpenAPI itself (built
+	// on demand).
 	config.KubeAPIs.ControlPlane.Generic.SkipOpenAPIInstallation = true
+	kubeGeneric, extGeneric, aggGeneric := config.KubeAPIs.ControlPlane.Generic, config.ApiExtensions.GenericConfig, config.Aggregator.GenericConfig
+	operationIDsFromRoutes(
+		[]*openapicommon.Config{kubeGeneric.OpenAPIConfig, extGeneric.OpenAPIConfig, aggGeneric.OpenAPIConfig},
+		[]*openapicommon.OpenAPIV3Config{kubeGeneric.OpenAPIV3Config, extGeneric.OpenAPIV3Config, aggGeneric.OpenAPIV3Config})
 	if c.NewEtcdClient != nil {
 		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
 		defer stop()
@@ -261,11 +266,10 @@ func startPhases(log *slog.Logger) func(name string) {
 // releaseOpenAPIDefinitions drops the generated OpenAPI definitions (~8 MB)
 // that upstream's DefaultOpenAPIV3Config computes up front and keeps for
 // the life of the server. They are read while API groups are installed
-// (server-side apply's type converters) and while each built-in
-// group-version's OpenAPI v3 document is built, which the aggregator's
-// PrepareRun has done for all of them. Should a document ever be rebuilt,
-// the builder calls GetDefinitions again, as it does when Definitions is
-// unset.
+// (server-side apply's type converters); the OpenAPI v3 documents, built
+// on demand (installOpenAPI), make the builder call GetDefinitions again,
+// as it does when Definitions is unset (~50 ms more on the first request
+// of each group-version, garbage afterwards).
 func releaseOpenAPIDefinitions(c *openapicommon.OpenAPIV3Config) {
 	if c != nil && c.GetDefinitions != nil {
 		c.Definitions = nil

@@ -35,11 +35,21 @@ func createServerChain(config app.CompletedConfig, metricsClient func() kubernet
 	if err := metrics.Install(kube.ControlPlane.GenericAPIServer, metricsClient); err != nil {
 		return nil, err
 	}
-	if g := config.KubeAPIs.ControlPlane.Generic; g.SkipOpenAPIInstallation {
-		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config)
-	}
-	return controlplaneapiserver.CreateAggregatorServer(config.Aggregator, kube.ControlPlane.GenericAPIServer,
+	aggregator, err := controlplaneapiserver.CreateAggregatorServer(config.Aggregator, kube.ControlPlane.GenericAPIServer,
 		apiExtensions.Informers.Apiextensions().V1().CustomResourceDefinitions(), crdAPIEnabled, apiServicePriorities())
+	if err != nil {
+		return nil, err
+	}
+	if g := config.KubeAPIs.ControlPlane.Generic; g.SkipOpenAPIInstallation {
+		shared := map[string]bool{}
+		for _, s := range []*genericapiserver.GenericAPIServer{apiExtensions.GenericAPIServer, aggregator.GenericAPIServer} {
+			for _, ws := range s.Handler.GoRestfulContainer.RegisteredWebServices() {
+				shared[ws.RootPath()] = true
+			}
+		}
+		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config, shared)
+	}
+	return aggregator, nil
 }
 
 // apiServicePriorities orders the groups in discovery: upstream's generic

@@ -1,35 +1,55 @@
 package apiserver
 
 import (
+	"crypto/sha512"
+	"encoding/json"
 	"fmt"
+	"hash"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
 
+	restful "github.com/emicklei/go-restful/v3"
+	"github.com/google/uuid"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/mux"
 	"k8s.io/apiserver/pkg/server/routes"
 	"k8s.io/kube-openapi/pkg/builder"
 	"k8s.io/kube-openapi/pkg/cached"
 	openapicommon "k8s.io/kube-openapi/pkg/common"
 	"k8s.io/kube-openapi/pkg/common/restfuladapter"
 	"k8s.io/kube-openapi/pkg/handler"
+	"k8s.io/kube-openapi/pkg/handler3"
 	"k8s.io/kube-openapi/pkg/validation/spec"
 )
 
 // installOpenAPI serves the kube-apiserver's /openapi/v2 and /openapi/v3
-// as upstream's GenericAPIServer.PrepareRun does (routes.OpenAPI), for a
-// server whose config has SkipOpenAPIInstallation set, with one change:
-// the v2 document — every built-in type in one spec, ~0.35 s of CPU to
-// build and several MB to keep — is built on its first request instead of
-// before the server listens. Nothing on the start path reads it: the
-// aggregator merges the delegates' v2 documents lazily too, and kubectl,
-// client-go and Helm read v3. The v3 group-versions are still built up
-// front, because the aggregator reads the v3 root, which holds a content
-// hash of each of them, before it serves.
+// for a server whose config has SkipOpenAPIInstallation set, with upstream's
+// builders and handlers (routes.OpenAPI, kube-openapi's handler and
+// handler3), except that no document is built before a client asks for it.
+// Upstream's PrepareRun builds them all before the server listens: the v2
+// document of every built-in type (~0.35 s of CPU here) and each v3
+// group-version marshalled to JSON, because the v3 root lists a hash of each
+// (~0.5 s), and keeps them (~20 MB at idle) though nothing on the start
+// path reads them: the aggregator merges the v2 documents lazily and copies
+// the v3 root. See openAPIV3 for the hashes.
+//
+// shared lists the root paths (e.g. "/version") that the other servers of
+// the chain serve too: the aggregator's v3 root takes each group-version
+// from whichever delegate it reads last, so those are left to the others,
+// whose hashes are upstream's, rather than listed twice with two hashes.
 //
 // The kube-apiserver's StaticOpenAPISpec stays nil: upstream reads it only
 // from the apiextensions server (its CRD OpenAPI controller), whose own
 // OpenAPI is installed by upstream as before.
-func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Config, v3 *openapicommon.OpenAPIV3Config) {
+func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Config, v3 *openapicommon.OpenAPIV3Config, shared map[string]bool) {
+	c := s.Handler.GoRestfulContainer
 	if v2 != nil {
-		c := s.Handler.GoRestfulContainer
 		doc := cached.Once(cached.Func(func() (*spec.Swagger, string, error) {
 			sw, err := builder.BuildOpenAPISpecFromRoutes(restfuladapter.AdaptWebServices(c.RegisteredWebServices()), v2)
 			if err != nil {
@@ -45,6 +65,155 @@ func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Conf
 		s.OpenAPIVersionedService = svc
 	}
 	if v3 != nil {
-		s.OpenAPIV3VersionedService = routes.OpenAPI{V3Config: v3}.InstallV3(s.Handler.GoRestfulContainer, s.Handler.NonGoRestfulMux)
+		var own []*restful.WebService
+		for _, ws := range c.RegisteredWebServices() {
+			if !shared[ws.RootPath()] {
+				own = append(own, ws)
+			}
+		}
+		o := newOpenAPIV3(own, v3, binaryIdentity())
+		s.Handler.NonGoRestfulMux.Handle("/openapi/v3", http.HandlerFunc(o.serveRoot))
+		s.Handler.NonGoRestfulMux.HandlePrefix("/openapi/v3/", http.HandlerFunc(o.serveGroupVersion))
+	}
+}
+
+// openAPIV3 serves /openapi/v3 of a server whose routes do not change while
+// it runs. The root lists each group-version's URL with a `hash` query that
+// clients use as a cache key (the document at that URL is immutable);
+// upstream's handler3 hashes the encoded document, so the root costs every
+// document. Here the hash is computed from what the document is built from
+// — the binary (its size and modification time) and the group-version's
+// routes — so each document is built, by upstream's routes.OpenAPI.InstallV3
+// over that group-version alone, on its first request. The same binary with
+// the same enabled APIs gives the same hashes across restarts, as upstream's.
+type openAPIV3 struct {
+	root     []byte
+	etag     string
+	modified time.Time
+	groups   map[string]*openAPIV3Group
+}
+
+type openAPIV3Group struct {
+	hash string
+	url  string
+	// handler builds the document on its first call.
+	handler func() *handler3.OpenAPIService
+}
+
+func newOpenAPIV3(services []*restful.WebService, config *openapicommon.OpenAPIV3Config, binary string) *openAPIV3 {
+	o := &openAPIV3{groups: map[string]*openAPIV3Group{}, modified: time.Now()}
+	discovery := handler3.OpenAPIV3Discovery{Paths: map[string]handler3.OpenAPIV3DiscoveryGroupVersion{}}
+	for _, ws := range services {
+		gv := strings.TrimPrefix(ws.RootPath(), "/")
+		h := sha512.New()
+		fmt.Fprintf(h, "%s\x00%s\x00", binary, gv)
+		writeRoutes(h, ws)
+		g := &openAPIV3Group{hash: fmt.Sprintf("%X", h.Sum(nil))}
+		u := url.URL{Path: path.Join("/openapi/v3", gv), RawQuery: url.Values{"hash": {g.hash}}.Encode()}
+		g.url = u.String()
+		g.handler = sync.OnceValue(func() *handler3.OpenAPIService {
+			c := restful.NewContainer()
+			c.Add(ws)
+			return routes.OpenAPI{V3Config: config}.InstallV3(c, mux.NewPathRecorderMux("openapi-v3-"+gv))
+		})
+		o.groups[gv] = g
+		discovery.Paths[gv] = handler3.OpenAPIV3DiscoveryGroupVersion{ServerRelativeURL: g.url}
+	}
+	o.root, _ = json.Marshal(discovery) // strings only: cannot fail
+	o.etag = fmt.Sprintf("%X", sha512.Sum512(o.root))
+	return o
+}
+
+// writeRoutes writes what of a web service's routes decides its OpenAPI
+// document within one binary (which routes exist depends on the enabled
+// APIs): method, path, operation, parameters and body types.
+func writeRoutes(h hash.Hash, ws *restful.WebService) {
+	typeName := func(v any) string {
+		if v == nil {
+			return ""
+		}
+		return reflect.TypeOf(v).String()
+	}
+	for _, r := range ws.Routes() {
+		fmt.Fprintf(h, "%s %s %s %v %v %s %s", r.Method, r.Path, r.Operation, r.Consumes, r.Produces,
+			typeName(r.ReadSample), typeName(r.WriteSample))
+		for _, p := range r.ParameterDocs {
+			d := p.Data()
+			fmt.Fprintf(h, " %s:%d:%s:%t", d.Name, d.Kind, d.DataType, d.Required)
+		}
+		h.Write([]byte{0})
+	}
+}
+
+func (o *openAPIV3) serveRoot(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Etag", `"`+o.etag+`"`)
+	w.Header().Set("Content-Type", "application/json")
+	http.ServeContent(w, r, "/openapi/v3", o.modified, strings.NewReader(string(o.root)))
+}
+
+// serveGroupVersion answers as upstream's handler3 does: a request with
+// the current hash gets the document with immutable caching headers, one
+// with another hash a redirect to the current URL.
+func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
+	gv := strings.TrimPrefix(r.URL.Path, "/openapi/v3/")
+	g, ok := o.groups[gv]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if hash := r.URL.Query().Get("hash"); hash != "" {
+		if hash != g.hash {
+			http.Redirect(w, r, g.url, http.StatusMovedPermanently)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, immutable")
+		w.Header().Set("Expires", time.Now().AddDate(1, 0, 0).Format(time.RFC1123))
+		// handler3 would compare the hash with the document's own.
+		r = r.Clone(r.Context())
+		q := r.URL.Query()
+		q.Del("hash")
+		r.URL.RawQuery = q.Encode()
+	}
+	g.handler().HandleGroupVersion(w, r)
+}
+
+// binaryIdentity names this executable file: a rebuilt or upgraded binary
+// gets new OpenAPI v3 hashes. Should the file not be readable, every start
+// gets its own (clients then refetch after a restart).
+func binaryIdentity() string {
+	fi, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return uuid.NewString()
+	}
+	return fmt.Sprintf("%d %d", fi.Size(), fi.ModTime().UnixNano())
+}
+
+// operationIDsFromRoutes sets GetOperationIDAndTagsFromRoute on OpenAPI
+// configs that have only the deprecated GetOperationIDAndTags, as
+// kube-openapi's builders do on their first use of a config — but the
+// builders' function closes over the builder itself, so the first document
+// built from a config (the aggregator's own v2, in PrepareRun) kept every
+// generated definition (~12 MB) alive for the life of the server. This one
+// holds only the config. Configs are shared between the chain's servers;
+// setting one twice is harmless.
+func operationIDsFromRoutes(v2 []*openapicommon.Config, v3 []*openapicommon.OpenAPIV3Config) {
+	fromRoute := func(get func(*restful.Route) (string, []string, error)) func(openapicommon.Route) (string, []string, error) {
+		return func(r openapicommon.Route) (string, []string, error) {
+			ra, ok := r.(*restfuladapter.RouteAdapter)
+			if !ok {
+				return "", nil, fmt.Errorf("config.GetOperationIDAndTags specified but route is not a restful v1 Route")
+			}
+			return get(ra.Route)
+		}
+	}
+	for _, c := range v2 {
+		if c != nil && c.GetOperationIDAndTagsFromRoute == nil && c.GetOperationIDAndTags != nil {
+			c.GetOperationIDAndTagsFromRoute = fromRoute(c.GetOperationIDAndTags)
+		}
+	}
+	for _, c := range v3 {
+		if c != nil && c.GetOperationIDAndTagsFromRoute == nil && c.GetOperationIDAndTags != nil {
+			c.GetOperationIDAndTagsFromRoute = fromRoute(c.GetOperationIDAndTags)
+		}
 	}
 }

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/skiff-sh/skiff/tests/testserver"
 )
 
 // apiClient is an HTTP client authenticated as the admin user.
@@ -194,5 +197,80 @@ func TestBadInput(t *testing.T) {
 		[]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: b}\n"))
 	if resp.StatusCode != 201 || !strings.Contains(string(body), `"manager":"e2e"`) {
 		t.Fatalf("server-side apply: %d %.300s", resp.StatusCode, body)
+	}
+}
+
+// TestOpenAPIV3Hashes checks the v3 root's per-group-version hashes, which
+// Skiff derives from the binary and the routes instead of the encoded
+// documents (server/apiserver/openapi.go): stable across a restart, the
+// document at the hashed URL immutable and complete, a stale hash
+// redirected to the current URL as upstream's handler3 does.
+func TestOpenAPIV3Hashes(t *testing.T) {
+	t.Parallel()
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "openapi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	root := func() map[string]string {
+		cfg := s.RESTConfig(t)
+		tr, err := rest.TransportFor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		_, body := do(t, c, "GET", cfg.Host+"/openapi/v3", "", "", nil)
+		var r struct {
+			Paths map[string]struct {
+				ServerRelativeURL string `json:"serverRelativeURL"`
+			} `json:"paths"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			t.Fatalf("openapi v3 root: %v: %.200s", err, body)
+		}
+		urls := map[string]string{}
+		for gv, p := range r.Paths {
+			urls[gv] = p.ServerRelativeURL
+		}
+		return urls
+	}
+	before := root()
+	apps := before["apis/apps/v1"]
+	if !strings.Contains(apps, "hash=") || before["api/v1"] == "" || before["apis/apiextensions.k8s.io/v1"] == "" {
+		t.Fatalf("openapi v3 root lacks built-in group-versions with hashes: %v", before)
+	}
+	if before["api/v1"] == apps {
+		t.Fatal("two group-versions share a URL")
+	}
+	cfg := s.RESTConfig(t)
+	tr, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, body := do(t, c, "GET", cfg.Host+apps, "", "application/json", nil)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") ||
+		!strings.Contains(string(body), `"io.k8s.api.apps.v1.Deployment"`) || !strings.Contains(string(body), `"/apis/apps/v1/namespaces/{namespace}/deployments"`) {
+		t.Fatalf("GET %s: %d, Cache-Control %q, %d bytes", apps, resp.StatusCode, resp.Header.Get("Cache-Control"), len(body))
+	}
+	resp, body = do(t, c, "GET", cfg.Host+"/openapi/v3/apis/apps/v1", "", "application/com.github.proto-openapi.spec.v3.v1.0+protobuf", nil)
+	if resp.StatusCode != 200 || strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || len(body) < 1000 {
+		t.Fatalf("GET apps/v1 without hash as protobuf: %d, Cache-Control %q, %d bytes", resp.StatusCode, resp.Header.Get("Cache-Control"), len(body))
+	}
+	resp, _ = do(t, c, "GET", cfg.Host+"/openapi/v3/apis/apps/v1?hash=0123", "", "application/json", nil)
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != apps {
+		t.Fatalf("stale hash: %d to %q, want 301 to %q", resp.StatusCode, resp.Header.Get("Location"), apps)
+	}
+
+	s.Stop()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	after := root()
+	for gv, u := range before {
+		if after[gv] != u {
+			t.Errorf("after a restart %s is at %q, was %q", gv, after[gv], u)
+		}
 	}
 }
