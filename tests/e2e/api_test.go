@@ -273,4 +273,19 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 			t.Errorf("after a restart %s is at %q, was %q", gv, after[gv], u)
 		}
 	}
+
+	// Without DaemonSets apps/v1 is another document: another hash; the
+	// other group-versions keep theirs.
+	s.Stop()
+	s.Args = append(s.Args, "--kube-apiserver-arg=runtime-config=apps/v1/daemonsets=false")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	after = root()
+	if after["apis/apps/v1"] == "" || after["apis/apps/v1"] == before["apis/apps/v1"] {
+		t.Errorf("apps/v1 without daemonsets is at %q, as with them", after["apis/apps/v1"])
+	}
+	if after["apis/batch/v1"] != before["apis/batch/v1"] {
+		t.Errorf("batch/v1 moved from %q to %q", before["apis/batch/v1"], after["apis/batch/v1"])
+	}
 }
