@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"crypto/sha512"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"hash"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,9 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/mux"
 	"k8s.io/apiserver/pkg/server/routes"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/featuregate"
+	"k8s.io/klog/v2"
 	"k8s.io/kube-openapi/pkg/builder"
 	"k8s.io/kube-openapi/pkg/cached"
 	openapicommon "k8s.io/kube-openapi/pkg/common"
@@ -53,6 +58,9 @@ func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Conf
 		doc := cached.Once(cached.Func(func() (*spec.Swagger, string, error) {
 			sw, err := builder.BuildOpenAPISpecFromRoutes(restfuladapter.AdaptWebServices(c.RegisteredWebServices()), v2)
 			if err != nil {
+				// Upstream exits at start on this; the routes do not
+				// change, so neither would a retry's result.
+				klog.ErrorS(err, "Building the OpenAPI v2 document failed")
 				return nil, "", fmt.Errorf("apiserver: build OpenAPI v2: %w", err)
 			}
 			sw.Definitions = handler.PruneDefaults(sw.Definitions)
@@ -71,7 +79,7 @@ func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Conf
 				own = append(own, ws)
 			}
 		}
-		o := newOpenAPIV3(own, v3, binaryIdentity())
+		o := newOpenAPIV3(own, v3, binaryIdentity()+"\x00"+configIdentity(v3))
 		s.Handler.NonGoRestfulMux.Handle("/openapi/v3", http.HandlerFunc(o.serveRoot))
 		s.Handler.NonGoRestfulMux.HandlePrefix("/openapi/v3/", http.HandlerFunc(o.serveGroupVersion))
 	}
@@ -100,21 +108,26 @@ type openAPIV3Group struct {
 	handler func() *handler3.OpenAPIService
 }
 
-func newOpenAPIV3(services []*restful.WebService, config *openapicommon.OpenAPIV3Config, binary string) *openAPIV3 {
+func newOpenAPIV3(services []*restful.WebService, config *openapicommon.OpenAPIV3Config, identity string) *openAPIV3 {
 	o := &openAPIV3{groups: map[string]*openAPIV3Group{}, modified: time.Now()}
+	defs := &sharedDefinitions{}
+	config = defs.config(config)
 	discovery := handler3.OpenAPIV3Discovery{Paths: map[string]handler3.OpenAPIV3DiscoveryGroupVersion{}}
 	for _, ws := range services {
 		gv := strings.TrimPrefix(ws.RootPath(), "/")
 		h := sha512.New()
-		fmt.Fprintf(h, "%s\x00%s\x00", binary, gv)
+		fmt.Fprintf(h, "%s\x00%s\x00", identity, gv)
 		writeRoutes(h, ws)
 		g := &openAPIV3Group{hash: fmt.Sprintf("%X", h.Sum(nil))}
 		u := url.URL{Path: path.Join("/openapi/v3", gv), RawQuery: url.Values{"hash": {g.hash}}.Encode()}
 		g.url = u.String()
-		g.handler = sync.OnceValue(func() *handler3.OpenAPIService {
+		g.handler = sync.OnceValue(func() (svc *handler3.OpenAPIService) {
 			c := restful.NewContainer()
 			c.Add(ws)
-			return routes.OpenAPI{V3Config: config}.InstallV3(c, mux.NewPathRecorderMux("openapi-v3-"+gv))
+			defs.build(func() {
+				svc = routes.OpenAPI{V3Config: config}.InstallV3(c, mux.NewPathRecorderMux("openapi-v3-"+gv))
+			})
+			return svc
 		})
 		o.groups[gv] = g
 		discovery.Paths[gv] = handler3.OpenAPIV3DiscoveryGroupVersion{ServerRelativeURL: g.url}
@@ -166,8 +179,8 @@ func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, g.url, http.StatusMovedPermanently)
 			return
 		}
-		w.Header().Set("Cache-Control", "public, immutable")
-		w.Header().Set("Expires", time.Now().AddDate(1, 0, 0).Format(time.RFC1123))
+		// As handler3: only a document (or 304) is cacheable, not a 406.
+		w = &immutableWriter{ResponseWriter: w}
 		// handler3 would compare the hash with the document's own.
 		r = r.Clone(r.Context())
 		q := r.URL.Query()
@@ -177,15 +190,111 @@ func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
 	g.handler().HandleGroupVersion(w, r)
 }
 
-// binaryIdentity names this executable file: a rebuilt or upgraded binary
-// gets new OpenAPI v3 hashes. Should the file not be readable, every start
-// gets its own (clients then refetch after a restart).
+// binaryIdentity names this executable: its Go build ID (a hash of what it
+// was built from; the same for identical builds, so servers of one cluster
+// running the same release agree), else its size and modification time.
+// Should neither be readable, every start gets its own (clients then
+// refetch after a restart).
 func binaryIdentity() string {
-	fi, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		return uuid.NewString()
+	if f, err := elf.Open("/proc/self/exe"); err == nil {
+		defer f.Close()
+		if sec := f.Section(".note.go.buildid"); sec != nil {
+			if id, err := sec.Data(); err == nil && len(id) > 0 {
+				return fmt.Sprintf("%x", sha512.Sum512(id))
+			}
+		}
 	}
-	return fmt.Sprintf("%d %d", fi.Size(), fi.ModTime().UnixNano())
+	if fi, err := os.Stat("/proc/self/exe"); err == nil {
+		return fmt.Sprintf("%d %d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	return uuid.NewString()
+}
+
+// configIdentity is what of the server's configuration, besides its
+// routes, shapes the v3 documents: the document info (its version is the
+// emulated version), security schemes and common responses (they follow
+// the configured authenticators) and the feature gates (OpenAPIEnums
+// strips enums from the definitions).
+func configIdentity(c *openapicommon.OpenAPIV3Config) string {
+	h := sha512.New()
+	enc := json.NewEncoder(h)
+	for _, v := range []any{c.Info, c.SecuritySchemes, c.DefaultSecurity, c.CommonResponses, c.ResponseDefinitions} {
+		if err := enc.Encode(v); err != nil {
+			fmt.Fprintf(h, "%v\n", err)
+		}
+	}
+	var names []string
+	if g, ok := utilfeature.DefaultFeatureGate.(interface {
+		GetAll() map[featuregate.Feature]featuregate.FeatureSpec
+	}); ok {
+		for f := range g.GetAll() {
+			names = append(names, string(f))
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "%s=%t\n", n, utilfeature.DefaultFeatureGate.Enabled(featuregate.Feature(n)))
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// sharedDefinitions lets the v3 builds that overlap in time (clients often
+// fetch several group-versions at once) share one result of the config's
+// GetDefinitions, which rebuilds the generated definitions (~8 MB) on each
+// call; the last build to finish drops them.
+type sharedDefinitions struct {
+	get   openapicommon.GetOpenAPIDefinitions
+	mu    sync.Mutex
+	users int
+	defs  map[string]openapicommon.OpenAPIDefinition
+}
+
+// config returns a copy of c that gets its definitions from d.
+func (d *sharedDefinitions) config(c *openapicommon.OpenAPIV3Config) *openapicommon.OpenAPIV3Config {
+	cp := *c
+	if cp.Definitions == nil && cp.GetDefinitions != nil {
+		d.get = cp.GetDefinitions
+		cp.GetDefinitions = d.getDefinitions
+	}
+	return &cp
+}
+
+// build runs f as one user of the definitions.
+func (d *sharedDefinitions) build(f func()) {
+	d.mu.Lock()
+	d.users++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.users--; d.users == 0 {
+			d.defs = nil
+		}
+		d.mu.Unlock()
+	}()
+	f()
+}
+
+func (d *sharedDefinitions) getDefinitions(ref openapicommon.ReferenceCallback) map[string]openapicommon.OpenAPIDefinition {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.defs == nil {
+		d.defs = d.get(ref)
+	}
+	return d.defs
+}
+
+// immutableWriter adds the headers of a hashed, never-changing document to
+// a 200 or 304 response.
+type immutableWriter struct {
+	http.ResponseWriter
+}
+
+func (w *immutableWriter) WriteHeader(code int) {
+	if code == http.StatusOK || code == http.StatusNotModified {
+		w.Header().Set("Cache-Control", "public, immutable")
+		w.Header().Set("Expires", time.Now().AddDate(1, 0, 0).Format(time.RFC1123))
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // operationIDsFromRoutes sets GetOperationIDAndTagsFromRoute on OpenAPI

@@ -288,4 +288,15 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 	if after["apis/batch/v1"] != before["apis/batch/v1"] {
 		t.Errorf("batch/v1 moved from %q to %q", before["apis/batch/v1"], after["apis/batch/v1"])
 	}
+
+	// Feature gates shape the definitions (OpenAPIEnums strips enums).
+	s.Stop()
+	s.Args = append(s.Args, "--kube-apiserver-arg=feature-gates=OpenAPIEnums=false")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	gated := root()
+	if gated["apis/batch/v1"] == "" || gated["apis/batch/v1"] == after["apis/batch/v1"] {
+		t.Errorf("batch/v1 with another feature gate is at %q, as before", gated["apis/batch/v1"])
+	}
 }
