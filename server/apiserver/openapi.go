@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"crypto/sha512"
 	"debug/elf"
 	"encoding/json"
@@ -40,7 +41,7 @@ import (
 // Upstream's PrepareRun builds them all before the server listens: the v2
 // document of every built-in type (~0.35 s of CPU here) and each v3
 // group-version marshalled to JSON, because the v3 root lists a hash of each
-// (~0.5 s), and keeps them (~20 MB at idle) though nothing on the start
+// (~0.5 s), and keeps them (~35 MB at idle) though nothing on the start
 // path reads them: the aggregator merges the v2 documents lazily and copies
 // the v3 root. See openAPIV3 for the hashes.
 //
@@ -90,10 +91,11 @@ func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Conf
 // clients use as a cache key (the document at that URL is immutable);
 // upstream's handler3 hashes the encoded document, so the root costs every
 // document. Here the hash is computed from what the document is built from
-// — the binary (its size and modification time) and the group-version's
-// routes — so each document is built, by upstream's routes.OpenAPI.InstallV3
-// over that group-version alone, on its first request. The same binary with
-// the same enabled APIs gives the same hashes across restarts, as upstream's.
+// — the binary (binaryIdentity), the configuration that shapes documents
+// (configIdentity) and the group-version's routes (writeRoutes) — so each
+// document is built, by upstream's routes.OpenAPI.InstallV3 over that
+// group-version alone, on its first request. The same release with the same
+// settings gives the same hashes across restarts and servers, as upstream's.
 type openAPIV3 struct {
 	root     []byte
 	etag     string
@@ -161,7 +163,7 @@ func writeRoutes(h hash.Hash, ws *restful.WebService) {
 func (o *openAPIV3) serveRoot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Etag", `"`+o.etag+`"`)
 	w.Header().Set("Content-Type", "application/json")
-	http.ServeContent(w, r, "/openapi/v3", o.modified, strings.NewReader(string(o.root)))
+	http.ServeContent(w, r, "/openapi/v3", o.modified, bytes.NewReader(o.root))
 }
 
 // serveGroupVersion answers as upstream's handler3 does: a request with
