@@ -269,7 +269,8 @@ func startPhases(log *slog.Logger) func(name string) {
 // (server-side apply's type converters); the OpenAPI v3 documents, built
 // on demand (installOpenAPI), make the builder call GetDefinitions again,
 // as it does when Definitions is unset (~50 ms more on the first request
-// of each group-version, garbage afterwards).
+// of a group-version; builds that overlap share one result, see
+// sharedDefinitions).
 func releaseOpenAPIDefinitions(c *openapicommon.OpenAPIV3Config) {
 	if c != nil && c.GetDefinitions != nil {
 		c.Definitions = nil

@@ -19,7 +19,7 @@ import (
 // aggregator is built, so the aggregator auto-registers a local APIService
 // for it and discovery lists it like any built-in group; and, when the
 // config skips upstream's OpenAPI installation, the kube-apiserver's OpenAPI
-// is installed with a lazily built v2 document (installOpenAPI).
+// is installed with documents built on demand (installOpenAPI).
 func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface) (*aggregatorapiserver.APIAggregator, error) {
 	notFound := notfoundhandler.New(config.KubeAPIs.ControlPlane.Generic.Serializer, genericapifilters.NoMuxAndDiscoveryIncompleteKey)
 	apiExtensions, err := config.ApiExtensions.New(genericapiserver.NewEmptyDelegateWithCustomHandler(notFound))

@@ -212,13 +212,15 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
+	// The server keeps its port and admin credentials across restarts.
+	cfg := s.RESTConfig(t)
+	tr, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	root := func() map[string]string {
-		cfg := s.RESTConfig(t)
-		tr, err := rest.TransportFor(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 		_, body := do(t, c, "GET", cfg.Host+"/openapi/v3", "", "", nil)
 		var r struct {
 			Paths map[string]struct {
@@ -242,13 +244,6 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 	if before["api/v1"] == apps {
 		t.Fatal("two group-versions share a URL")
 	}
-	cfg := s.RESTConfig(t)
-	tr, err := rest.TransportFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Transport: tr, Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, body := do(t, c, "GET", cfg.Host+apps, "", "application/json", nil)
 	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") ||
 		!strings.Contains(string(body), `"io.k8s.api.apps.v1.Deployment"`) || !strings.Contains(string(body), `"/apis/apps/v1/namespaces/{namespace}/deployments"`) {
