@@ -186,9 +186,10 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
-	// createServerChain installs the kube-apiserver's OpenAPI itself (built
-	// on demand).
+	// createServerChain installs the kube-apiserver's and the apiextensions
+	// server's OpenAPI itself (built on demand).
 	config.KubeAPIs.ControlPlane.Generic.SkipOpenAPIInstallation = true
+	config.ApiExtensions.GenericConfig.SkipOpenAPIInstallation = true
 	kubeGeneric, extGeneric, aggGeneric := config.KubeAPIs.ControlPlane.Generic, config.ApiExtensions.GenericConfig, config.Aggregator.GenericConfig
 	operationIDsFromRoutes(
 		[]*openapicommon.Config{kubeGeneric.OpenAPIConfig, extGeneric.OpenAPIConfig, aggGeneric.OpenAPIConfig},

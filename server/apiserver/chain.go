@@ -18,8 +18,9 @@ import (
 // API (server/metrics) is installed into the kube-apiserver before the
 // aggregator is built, so the aggregator auto-registers a local APIService
 // for it and discovery lists it like any built-in group; and, when the
-// config skips upstream's OpenAPI installation, the kube-apiserver's OpenAPI
-// is installed with documents built on demand (installOpenAPI).
+// configs skip upstream's OpenAPI installation, the kube-apiserver's and
+// the apiextensions server's OpenAPI are installed with documents built on
+// demand (installOpenAPI, installCRDOpenAPI).
 func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface) (*aggregatorapiserver.APIAggregator, error) {
 	notFound := notfoundhandler.New(config.KubeAPIs.ControlPlane.Generic.Serializer, genericapifilters.NoMuxAndDiscoveryIncompleteKey)
 	apiExtensions, err := config.ApiExtensions.New(genericapiserver.NewEmptyDelegateWithCustomHandler(notFound))
@@ -40,16 +41,34 @@ func createServerChain(config app.CompletedConfig, metricsClient func() kubernet
 	if err != nil {
 		return nil, err
 	}
+	// The aggregator's v3 root takes a group-version two delegates list
+	// from either: each root path goes to one server only (the
+	// aggregator, else the apiextensions server, else the kube-apiserver).
+	aggPaths, extPaths := rootPaths(aggregator.GenericAPIServer), rootPaths(apiExtensions.GenericAPIServer)
+	if g := config.ApiExtensions.GenericConfig; g.SkipOpenAPIInstallation {
+		installCRDOpenAPI(apiExtensions.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config,
+			apiExtensions.Informers.Apiextensions().V1().CustomResourceDefinitions().Lister(), aggPaths, openAPIIdentity(g.OpenAPIV3Config))
+	}
 	if g := config.KubeAPIs.ControlPlane.Generic; g.SkipOpenAPIInstallation {
 		shared := map[string]bool{}
-		for _, s := range []*genericapiserver.GenericAPIServer{apiExtensions.GenericAPIServer, aggregator.GenericAPIServer} {
-			for _, ws := range s.Handler.GoRestfulContainer.RegisteredWebServices() {
-				shared[ws.RootPath()] = true
-			}
+		for p := range aggPaths {
+			shared[p] = true
 		}
-		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config, shared)
+		for p := range extPaths {
+			shared[p] = true
+		}
+		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config, shared, openAPIIdentity(g.OpenAPIV3Config))
 	}
 	return aggregator, nil
+}
+
+// rootPaths returns the root paths of s's web services.
+func rootPaths(s *genericapiserver.GenericAPIServer) map[string]bool {
+	paths := map[string]bool{}
+	for _, ws := range s.Handler.GoRestfulContainer.RegisteredWebServices() {
+		paths[ws.RootPath()] = true
+	}
+	return paths
 }
 
 // apiServicePriorities orders the groups in discovery: upstream's generic

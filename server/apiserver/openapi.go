@@ -19,6 +19,8 @@ import (
 
 	restful "github.com/emicklei/go-restful/v3"
 	"github.com/google/uuid"
+	apiextensionslisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
+	apiextensionsfeatures "k8s.io/apiextensions-apiserver/pkg/features"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/mux"
 	"k8s.io/apiserver/pkg/server/routes"
@@ -32,6 +34,8 @@ import (
 	"k8s.io/kube-openapi/pkg/handler"
 	"k8s.io/kube-openapi/pkg/handler3"
 	"k8s.io/kube-openapi/pkg/validation/spec"
+
+	"github.com/skiff-sh/skiff/server/apiserver/crdopenapi"
 )
 
 // installOpenAPI serves the kube-apiserver's /openapi/v2 and /openapi/v3
@@ -43,17 +47,18 @@ import (
 // group-version marshalled to JSON, because the v3 root lists a hash of each
 // (~0.5 s), and keeps them (~35 MB at idle) though nothing on the start
 // path reads them: the aggregator merges the v2 documents lazily and copies
-// the v3 root. See openAPIV3 for the hashes.
+// the v3 root. See openAPIV3 for the hashes; identity names the binary and
+// configuration (openAPIIdentity).
 //
 // shared lists the root paths (e.g. "/version") that the other servers of
 // the chain serve too: the aggregator's v3 root takes each group-version
-// from whichever delegate it reads last, so those are left to the others,
-// whose hashes are upstream's, rather than listed twice with two hashes.
+// from whichever delegate it reads last, so those are left to the others
+// rather than listed twice with two hashes.
 //
 // The kube-apiserver's StaticOpenAPISpec stays nil: upstream reads it only
-// from the apiextensions server (its CRD OpenAPI controller), whose own
-// OpenAPI is installed by upstream as before.
-func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Config, v3 *openapicommon.OpenAPIV3Config, shared map[string]bool) {
+// from the apiextensions server (its CRD OpenAPI v2 controller), see
+// installCRDOpenAPI.
+func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Config, v3 *openapicommon.OpenAPIV3Config, shared map[string]bool, identity string) {
 	c := s.Handler.GoRestfulContainer
 	if v2 != nil {
 		doc := cached.Once(cached.Func(func() (*spec.Swagger, string, error) {
@@ -74,16 +79,50 @@ func installOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Conf
 		s.OpenAPIVersionedService = svc
 	}
 	if v3 != nil {
-		var own []*restful.WebService
-		for _, ws := range c.RegisteredWebServices() {
-			if !shared[ws.RootPath()] {
-				own = append(own, ws)
-			}
-		}
-		o := newOpenAPIV3(own, v3, binaryIdentity()+"\x00"+configIdentity(v3))
+		o := newOpenAPIV3(ownServices(c, shared), v3, identity)
 		s.Handler.NonGoRestfulMux.Handle("/openapi/v3", http.HandlerFunc(o.serveRoot))
 		s.Handler.NonGoRestfulMux.HandlePrefix("/openapi/v3/", http.HandlerFunc(o.serveGroupVersion))
 	}
+}
+
+// installCRDOpenAPI serves the apiextensions server's OpenAPI for a config
+// with SkipOpenAPIInstallation set. /openapi/v2 is installed as upstream's
+// PrepareRun does (the static document of its own routes, into which
+// upstream's CRD OpenAPI v2 controller, started by the server's post-start
+// hook, merges each CRD's document lazily). /openapi/v3 is crdopenapi's:
+// the server's own group-versions as the kube-apiserver's (openAPIV3,
+// except the paths in shared), each CRD group-version built on request.
+// OpenAPIV3VersionedService stays nil, so upstream's CRD v3 controller,
+// which builds and keeps every CRD's document, does not start.
+func installCRDOpenAPI(s *genericapiserver.GenericAPIServer, v2 *openapicommon.Config, v3 *openapicommon.OpenAPIV3Config,
+	crds apiextensionslisters.CustomResourceDefinitionLister, shared map[string]bool, identity string) {
+	c := s.Handler.GoRestfulContainer
+	if v2 != nil {
+		s.OpenAPIVersionedService, s.StaticOpenAPISpec = routes.OpenAPI{Config: v2}.InstallV2(c, s.Handler.NonGoRestfulMux)
+	}
+	if v3 != nil {
+		static := newOpenAPIV3(ownServices(c, shared), v3, identity)
+		h := crdopenapi.New(static, crds, identity, utilfeature.DefaultFeatureGate.Enabled(apiextensionsfeatures.CustomResourceFieldSelectors))
+		s.Handler.NonGoRestfulMux.Handle("/openapi/v3", http.HandlerFunc(h.ServeRoot))
+		s.Handler.NonGoRestfulMux.HandlePrefix("/openapi/v3/", http.HandlerFunc(h.ServeGroupVersion))
+	}
+}
+
+// ownServices returns c's web services whose root paths are not in shared.
+func ownServices(c *restful.Container, shared map[string]bool) []*restful.WebService {
+	var own []*restful.WebService
+	for _, ws := range c.RegisteredWebServices() {
+		if !shared[ws.RootPath()] {
+			own = append(own, ws)
+		}
+	}
+	return own
+}
+
+// openAPIIdentity names what, besides a group-version's routes or CRDs,
+// shapes its v3 document: the binary and the configuration.
+func openAPIIdentity(v3 *openapicommon.OpenAPIV3Config) string {
+	return binaryIdentity() + "\x00" + configIdentity(v3)
 }
 
 // openAPIV3 serves /openapi/v3 of a server whose routes do not change while
@@ -101,6 +140,7 @@ type openAPIV3 struct {
 	etag     string
 	modified time.Time
 	groups   map[string]*openAPIV3Group
+	paths    map[string]string
 }
 
 type openAPIV3Group struct {
@@ -111,7 +151,7 @@ type openAPIV3Group struct {
 }
 
 func newOpenAPIV3(services []*restful.WebService, config *openapicommon.OpenAPIV3Config, identity string) *openAPIV3 {
-	o := &openAPIV3{groups: map[string]*openAPIV3Group{}, modified: time.Now()}
+	o := &openAPIV3{groups: map[string]*openAPIV3Group{}, paths: map[string]string{}, modified: time.Now()}
 	defs := &sharedDefinitions{}
 	config = defs.config(config)
 	discovery := handler3.OpenAPIV3Discovery{Paths: map[string]handler3.OpenAPIV3DiscoveryGroupVersion{}}
@@ -132,6 +172,7 @@ func newOpenAPIV3(services []*restful.WebService, config *openapicommon.OpenAPIV
 			return svc
 		})
 		o.groups[gv] = g
+		o.paths[gv] = g.url
 		discovery.Paths[gv] = handler3.OpenAPIV3DiscoveryGroupVersion{ServerRelativeURL: g.url}
 	}
 	o.root, _ = json.Marshal(discovery) // strings only: cannot fail
@@ -182,7 +223,7 @@ func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// As handler3: only a document (or 304) is cacheable, not a 406.
-		w = &immutableWriter{ResponseWriter: w}
+		w = &crdopenapi.ImmutableWriter{ResponseWriter: w}
 		// handler3 would compare the hash with the document's own.
 		r = r.Clone(r.Context())
 		q := r.URL.Query()
@@ -190,6 +231,16 @@ func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
 		r.URL.RawQuery = q.Encode()
 	}
 	g.handler().HandleGroupVersion(w, r)
+}
+
+// Paths maps each group-version path to its URL (crdopenapi.Static).
+func (o *openAPIV3) Paths() map[string]string {
+	return o.paths
+}
+
+// ServeGroupVersion serves a group-version document (crdopenapi.Static).
+func (o *openAPIV3) ServeGroupVersion(w http.ResponseWriter, r *http.Request) {
+	o.serveGroupVersion(w, r)
 }
 
 // binaryIdentity names this executable: its Go build ID (a hash of what it
@@ -283,20 +334,6 @@ func (d *sharedDefinitions) getDefinitions(ref openapicommon.ReferenceCallback) 
 		d.defs = d.get(ref)
 	}
 	return d.defs
-}
-
-// immutableWriter adds the headers of a hashed, never-changing document to
-// a 200 or 304 response.
-type immutableWriter struct {
-	http.ResponseWriter
-}
-
-func (w *immutableWriter) WriteHeader(code int) {
-	if code == http.StatusOK || code == http.StatusNotModified {
-		w.Header().Set("Cache-Control", "public, immutable")
-		w.Header().Set("Expires", time.Now().AddDate(1, 0, 0).Format(time.RFC1123))
-	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // operationIDsFromRoutes sets GetOperationIDAndTagsFromRoute on OpenAPI

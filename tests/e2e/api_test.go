@@ -258,15 +258,63 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 		t.Fatalf("stale hash: %d to %q, want 301 to %q", resp.StatusCode, resp.Header.Get("Location"), apps)
 	}
 
+	// A CRD's group-version: listed (through the aggregator's copy of the
+	// apiextensions server's root, refreshed every second) once it is
+	// Established, its document built on request; a change of its spec
+	// gives a new hash, a change of its status does not.
+	const crdGV = "apis/example.skiff.dev/v1"
+	waitRoot := func(what string, ok func(map[string]string) bool) map[string]string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			r := root()
+			if ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("openapi v3 root: %s: %v", what, r[crdGV])
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	s.MustKubectl(t, widgetCRD, "apply", "-f", "-")
+	s.MustKubectl(t, "", "wait", "--for=condition=Established", "crd/widgets.example.skiff.dev", "--timeout=30s")
+	widgets := waitRoot("widgets listed", func(r map[string]string) bool { return r[crdGV] != "" })[crdGV]
+	resp, body = do(t, c, "GET", cfg.Host+widgets, "", "application/json", nil)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") ||
+		!strings.Contains(string(body), `"dev.skiff.example.v1.Widget"`) || !strings.Contains(string(body), "How big the widget is.") {
+		t.Fatalf("GET %s: %d, Cache-Control %q: %.300s", widgets, resp.StatusCode, resp.Header.Get("Cache-Control"), body)
+	}
+	s.MustKubectl(t, "", "label", "crd", "widgets.example.skiff.dev", "e2e=relabelled")
+	time.Sleep(1500 * time.Millisecond) // past an aggregator refresh
+	if got := root()[crdGV]; got != widgets {
+		t.Errorf("a label moved widgets from %q to %q", widgets, got)
+	}
+	s.MustKubectl(t, strings.Replace(widgetCRD, "How big the widget is.", "How large the widget is.", 1), "apply", "-f", "-")
+	changed := waitRoot("a new hash after a spec change", func(r map[string]string) bool { return r[crdGV] != "" && r[crdGV] != widgets })[crdGV]
+	resp, _ = do(t, c, "GET", cfg.Host+widgets, "", "application/json", nil)
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != changed {
+		t.Fatalf("stale CRD hash: %d to %q, want 301 to %q", resp.StatusCode, resp.Header.Get("Location"), changed)
+	}
+	if _, body = do(t, c, "GET", cfg.Host+changed, "", "application/json", nil); !strings.Contains(string(body), "How large the widget is.") {
+		t.Fatalf("GET %s: the changed description is missing", changed)
+	}
+	before = root()
+
 	s.Stop()
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	after := root()
+	after := waitRoot("widgets listed after a restart", func(r map[string]string) bool { return r[crdGV] != "" })
 	for gv, u := range before {
 		if after[gv] != u {
 			t.Errorf("after a restart %s is at %q, was %q", gv, after[gv], u)
 		}
+	}
+	s.MustKubectl(t, "", "delete", "crd", "widgets.example.skiff.dev", "--timeout=60s")
+	waitRoot("widgets gone after the CRD's deletion", func(r map[string]string) bool { return r[crdGV] == "" })
+	if resp, _ = do(t, c, "GET", cfg.Host+changed, "", "application/json", nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET %s after the CRD's deletion: %d", changed, resp.StatusCode)
 	}
 
 	// Without DaemonSets apps/v1 is another document: another hash; the
