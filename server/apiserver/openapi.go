@@ -302,12 +302,17 @@ type sharedDefinitions struct {
 	defs  map[string]openapicommon.OpenAPIDefinition
 }
 
-// config returns a copy of c that gets its definitions from d.
+// config returns a copy of c that gets its definitions from d. The copy
+// drops c's precomputed Definitions (upstream's DefaultOpenAPIV3Config
+// fills them; releaseOpenAPIDefinitions clears them from c once the server
+// is prepared, but a copy taken before would keep them alive): with
+// GetDefinitions set, the builder computes the same definitions itself.
 func (d *sharedDefinitions) config(c *openapicommon.OpenAPIV3Config) *openapicommon.OpenAPIV3Config {
 	cp := *c
-	if cp.Definitions == nil && cp.GetDefinitions != nil {
+	if cp.GetDefinitions != nil {
 		d.get = cp.GetDefinitions
 		cp.GetDefinitions = d.getDefinitions
+		cp.Definitions = nil
 	}
 	return &cp
 }

@@ -63,7 +63,8 @@ func (c Config) args() []string {
 		"--cluster-signing-cert-file=" + c.CACert,
 		"--cluster-signing-key-file=" + c.CAKey,
 		"--cluster-name=skiff",
-		"--controllers=*,tokencleaner",
+		// The VAP status controller runs beside, see runVAPStatus.
+		"--controllers=*,tokencleaner,-" + vapStatusController,
 		"--configure-cloud-routes=false",
 		"--profiling=false",
 	}
@@ -111,7 +112,22 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("controllers: config: %w", err)
 	}
-	if err := app.Run(ctx, cfg.Complete()); err != nil && ctx.Err() == nil {
+	// Either ending ends both; the first error is returned.
+	cc := cfg.Complete()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vap := make(chan error, 1)
+	go func() {
+		err := runVAPStatus(runCtx, cc)
+		cancel()
+		vap <- err
+	}()
+	err = app.Run(runCtx, cc)
+	cancel()
+	if vapErr := <-vap; err == nil {
+		err = vapErr
+	}
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("controllers: %w", err)
 	}
 	return nil
