@@ -19,10 +19,10 @@ func agentFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "node-name", Usage: "node name (default: host name)", EnvVars: []string{"SKIFF_NODE_NAME"}},
 		&cli.StringFlag{Name: "node-ip", Aliases: []string{"i"}, Usage: "IP address the node advertises (default: address of the default route)"},
-		&cli.StringSliceFlag{Name: "node-label", Usage: "label to register the node with (key=value, repeatable)"},
-		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint to register the node with (key=value:Effect, repeatable)"},
+		&cli.StringSliceFlag{Name: "node-label", Usage: "label to register the node with (key=value, repeatable, or comma-separated)"},
+		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint to register the node with (key=value:Effect, repeatable, or comma-separated)"},
 		&cli.IntFlag{Name: "kubelet-port", Value: 10250, Usage: "port of the node's kubelet API (HTTPS; only the API server may call it)"},
-		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra flag for the embedded kubelet (name=value, repeatable)"},
+		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra flag for the embedded kubelet (name=value, repeatable; commas belong to the value)"},
 		&cli.StringFlag{Name: "config-dir", Value: "/etc/skiff", Usage: "directory of registries.yaml"},
 		&cli.StringFlag{Name: "run-dir", Value: "/run/skiff", Usage: "directory for sockets and runtime state"},
 		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Usage: "cluster DNS address pods use"},
@@ -80,13 +80,17 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, fmt.Errorf("cannot find the skiff binary: %w", err)
 	}
+	dataDir, err := absDir("data-dir", c.String("data-dir"))
+	if err != nil {
+		return agent.Config{}, err
+	}
 	cfg := agent.Config{
-		DataDir:       c.String("data-dir"),
+		DataDir:       dataDir,
 		ConfigDir:     c.String("config-dir"),
 		RunDir:        c.String("run-dir"),
 		Server:        c.String("server"),
 		NodeName:      strings.ToLower(c.String("node-name")),
-		Taints:        c.StringSlice("node-taint"),
+		Taints:        splitList(c.StringSlice("node-taint")),
 		Executable:    exe,
 		KubeletPort:   c.Int("kubelet-port"),
 		ClusterDNS:    c.String("cluster-dns"),
@@ -110,7 +114,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		return cfg, fmt.Errorf("--cluster-dns %q is not an IP address", cfg.ClusterDNS)
 	}
 	cfg.Labels = map[string]string{}
-	for _, l := range c.StringSlice("node-label") {
+	for _, l := range splitList(c.StringSlice("node-label")) {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			return cfg, fmt.Errorf("--node-label %q: want key=value", l)

@@ -7,9 +7,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime/debug"
-
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -48,6 +48,10 @@ func newApp() *cli.App {
 		Name:    "skiff",
 		Usage:   "a whole Kubernetes cluster in one binary",
 		Version: version,
+		// Repeatable flags keep commas: --kube-apiserver-arg=feature-gates=A=true,B=false
+		// is one flag (as in k3s). Flags that take lists split them
+		// themselves (splitList).
+		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
 			serverCommand(),
 			agentCommand(),
@@ -57,4 +61,29 @@ func newApp() *cli.App {
 			checkConfigCommand(),
 		},
 	}
+}
+
+// splitList returns the comma-separated items of a repeatable flag's
+// values (--tls-san a,b --tls-san c), empty items dropped.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
+}
+
+// absDir returns dir as an absolute path: certificates and kubeconfigs
+// written under it name files by path, and a relative one would be read
+// relative to the kubeconfig's own directory.
+func absDir(flag, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("--%s %q: %w", flag, dir, err)
+	}
+	return abs, nil
 }

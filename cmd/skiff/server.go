@@ -27,7 +27,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Usage: "address the API server listens on"},
 			&cli.StringFlag{Name: "advertise-address", Usage: "address the API server advertises to the cluster (default: detected)"},
 			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "API server port"},
-			&cli.StringSliceFlag{Name: "tls-san", Usage: "additional hostname or IP for the serving certificate (repeatable)"},
+			&cli.StringSliceFlag{Name: "tls-san", Usage: "additional hostname or IP for the serving certificate (repeatable, or comma-separated)"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: defaultKubeconfig, Usage: "write the admin kubeconfig here", EnvVars: []string{"SKIFF_KUBECONFIG_OUTPUT"}},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the written kubeconfig (octal)", EnvVars: []string{"SKIFF_KUBECONFIG_MODE"}},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, Usage: "cluster join secret (generated and stored under the data dir when absent)", EnvVars: []string{"SKIFF_TOKEN"}},
@@ -39,19 +39,23 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "default-toleration-seconds", Value: 15, Usage: "how long pods stay on a not-ready or unreachable node before eviction, unless they set tolerations (upstream default 300)"},
 			&cli.BoolFlag{Name: "disable-scheduler", Usage: "do not run the scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Usage: "do not run the controllers"},
-			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable)"},
-			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra flag for the embedded kube-controller-manager (name=value, repeatable)"},
-			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra flag for the embedded kube-scheduler (name=value, repeatable)"},
+			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra flag for the embedded kube-apiserver (name=value, repeatable; commas belong to the value)"},
+			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra flag for the embedded kube-controller-manager (name=value, repeatable; commas belong to the value)"},
+			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra flag for the embedded kube-scheduler (name=value, repeatable; commas belong to the value)"},
 		}, append(agentFlags(), logFlags()...)...),
 		Action: runServer,
 	}
 }
 
 func serverConfig(c *cli.Context, lc logConfig) (server.Config, error) {
+	dataDir, err := absDir("data-dir", c.String("data-dir"))
+	if err != nil {
+		return server.Config{}, err
+	}
 	cfg := server.Config{
-		DataDir:         c.String("data-dir"),
+		DataDir:         dataDir,
 		HTTPSPort:       c.Int("https-listen-port"),
-		TLSSANs:         c.StringSlice("tls-san"),
+		TLSSANs:         splitList(c.StringSlice("tls-san")),
 		WriteKubeconfig: c.String("write-kubeconfig"),
 		Token:           c.String("token"),
 		ServiceCIDR:     c.String("service-cidr"),

@@ -42,8 +42,9 @@ func createServerChain(config app.CompletedConfig, metricsClient func() kubernet
 		return nil, err
 	}
 	// The aggregator's v3 root takes a group-version two delegates list
-	// from either: each root path goes to one server only (the
+	// from either: each built-in root path goes to one server only (the
 	// aggregator, else the apiextensions server, else the kube-apiserver).
+	// A CRD of a built-in group-version is listed twice, as upstream.
 	aggPaths, extPaths := rootPaths(aggregator.GenericAPIServer), rootPaths(apiExtensions.GenericAPIServer)
 	if g := config.ApiExtensions.GenericConfig; g.SkipOpenAPIInstallation {
 		installCRDOpenAPI(apiExtensions.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config,

@@ -112,21 +112,17 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("controllers: config: %w", err)
 	}
-	// Either ending ends both; the first error is returned.
+	// The controller manager and the VAP status controller run together:
+	// either ending ends both, and the first to end gives the error.
 	cc := cfg.Complete()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vap := make(chan error, 1)
-	go func() {
-		err := runVAPStatus(runCtx, cc)
-		cancel()
-		vap <- err
-	}()
-	err = app.Run(runCtx, cc)
+	done := make(chan error, 2)
+	go func() { done <- runVAPStatus(runCtx, cc) }()
+	go func() { done <- app.Run(runCtx, cc) }()
+	err = <-done
 	cancel()
-	if vapErr := <-vap; err == nil {
-		err = vapErr
-	}
+	<-done
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("controllers: %w", err)
 	}

@@ -98,3 +98,54 @@ func TestKubectlTranslationsOnlyInKubectl(t *testing.T) {
 		t.Errorf("skiff kubectl: kubectl's options package allocated only %d bytes at init: translations not loaded", n)
 	}
 }
+
+// TestRelativeDataDir: a relative --data-dir works (the server writes
+// kubeconfigs naming files under it; a relative path would be read
+// relative to each kubeconfig's directory).
+func TestRelativeDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port, err := testserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(skiffBin, "server", "--data-dir", "data", "--https-listen-port", strconv.Itoa(port),
+		"--bind-address", "127.0.0.1", "--write-kubeconfig", "kubeconfig.yaml", "--disable-agent")
+	cmd.Dir = dir
+	log, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	kubeconfig := filepath.Join(dir, "kubeconfig.yaml")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+			t.Fatalf("server with a relative --data-dir exited: %v\n%s", waitErr, b[max(0, len(b)-3000):])
+		default:
+		}
+		// The controller manager's default ServiceAccount shows it runs
+		// with the credentials written under the data dir.
+		out, _ := exec.Command(skiffBin, "kubectl", "--kubeconfig", kubeconfig, "get", "serviceaccount", "default", "-o", "name").Output()
+		if strings.TrimSpace(string(out)) == "serviceaccount/default" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no default ServiceAccount 60 s after start with a relative --data-dir")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "server")); err != nil {
+		t.Fatalf("state not under the relative data dir: %v", err)
+	}
+}

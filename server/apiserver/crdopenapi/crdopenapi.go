@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	apiextensionshelpers "k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	listers "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
@@ -58,6 +59,7 @@ type Handler struct {
 	crds     listers.CustomResourceDefinitionLister
 	identity string
 	options  builder.Options
+	builds   singleflight.Group
 }
 
 // New returns a handler for static's group-versions and those of the CRDs
@@ -172,34 +174,42 @@ func (h *Handler) ServeGroupVersion(w http.ResponseWriter, r *http.Request) {
 		q.Del("hash")
 		r.URL.RawQuery = q.Encode()
 	}
-	doc, err := h.build(gv)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	svc := handler3.NewOpenAPIService()
-	svc.UpdateGroupVersion(p, doc)
-	svc.HandleGroupVersion(w, r)
+	// Requests that arrive while a build is running share its result
+	// (and the encoded bytes handler3 caches in it).
+	v, _, _ := h.builds.Do(gv.url, func() (any, error) {
+		svc := handler3.NewOpenAPIService()
+		svc.UpdateGroupVersion(p, h.build(gv))
+		return svc, nil
+	})
+	v.(*handler3.OpenAPIService).HandleGroupVersion(w, r)
 }
 
 // build merges the documents of the group-version's CRDs as upstream's
-// controller does; a CRD whose document cannot be built is left out (the
-// controller logs it and keeps serving the others).
-func (h *Handler) build(gv *groupVersion) (*spec3.OpenAPI, error) {
-	specs := make([]*spec3.OpenAPI, 0, len(gv.crds))
+// controller does. A CRD whose document cannot be built or merged (e.g.
+// its kind collides with another's) is left out and logged, as the
+// controller leaves it out and serves the others.
+func (h *Handler) build(gv *groupVersion) *spec3.OpenAPI {
+	var doc *spec3.OpenAPI
 	for _, crd := range gv.crds {
 		s, err := builder.BuildOpenAPIV3(crd, gv.version, h.options)
-		if err != nil {
-			klog.ErrorS(err, "Building the OpenAPI v3 document of a CRD failed", "crd", crd.Name, "version", gv.version)
-			continue
+		if err == nil {
+			var merged *spec3.OpenAPI
+			if doc == nil {
+				merged, err = builder.MergeSpecsV3(s)
+			} else {
+				merged, err = builder.MergeSpecsV3(doc, s)
+			}
+			if err == nil {
+				doc = merged
+				continue
+			}
 		}
-		specs = append(specs, s)
+		klog.ErrorS(err, "Leaving a CRD out of its group-version's OpenAPI v3 document", "crd", crd.Name, "version", gv.version)
 	}
-	doc, err := builder.MergeSpecsV3(specs...)
-	if err != nil {
-		return nil, fmt.Errorf("crdopenapi: merge %s: %w", gv.version, err)
+	if doc == nil {
+		doc, _ = builder.MergeSpecsV3() // no CRD could be built: an empty document
 	}
-	return doc, nil
+	return doc
 }
 
 // ImmutableWriter adds the headers of a hashed, never-changing document to

@@ -27,7 +27,7 @@ func TestResolver(t *testing.T) {
 	l := New(func() resolver.SchemaResolver {
 		builds.Add(1)
 		return fixed{deploy: want}
-	}, 200*time.Millisecond)
+	}, time.Second)
 
 	if l.Held() || builds.Load() != 0 {
 		t.Fatal("built before first use")
@@ -49,8 +49,8 @@ func TestResolver(t *testing.T) {
 		t.Fatalf("%d builds for calls within the idle time, want 1", n)
 	}
 	// Use keeps it held past the first deadline.
-	for range 4 {
-		time.Sleep(100 * time.Millisecond)
+	for range 6 {
+		time.Sleep(250 * time.Millisecond)
 		if _, err := l.ResolveSchema(deploy); err != nil {
 			t.Fatal(err)
 		}
