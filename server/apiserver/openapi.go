@@ -217,18 +217,10 @@ func (o *openAPIV3) serveGroupVersion(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if hash := r.URL.Query().Get("hash"); hash != "" {
-		if hash != g.hash {
-			http.Redirect(w, r, g.url, http.StatusMovedPermanently)
-			return
-		}
-		// As handler3: only a document (or 304) is cacheable, not a 406.
-		w = &crdopenapi.ImmutableWriter{ResponseWriter: w}
-		// handler3 would compare the hash with the document's own.
-		r = r.Clone(r.Context())
-		q := r.URL.Query()
-		q.Del("hash")
-		r.URL.RawQuery = q.Encode()
+	// As handler3: only a document (or 304) is cacheable, not a 406.
+	w, r, ok = crdopenapi.CheckHash(w, r, g.hash, g.url)
+	if !ok {
+		return
 	}
 	g.handler().HandleGroupVersion(w, r)
 }

@@ -162,17 +162,9 @@ func (h *Handler) ServeGroupVersion(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if hash := r.URL.Query().Get("hash"); hash != "" {
-		if hash != gv.hash {
-			http.Redirect(w, r, gv.url, http.StatusMovedPermanently)
-			return
-		}
-		w = &ImmutableWriter{ResponseWriter: w}
-		// handler3 would compare the hash with the document's own.
-		r = r.Clone(r.Context())
-		q := r.URL.Query()
-		q.Del("hash")
-		r.URL.RawQuery = q.Encode()
+	w, r, ok = CheckHash(w, r, gv.hash, gv.url)
+	if !ok {
+		return
 	}
 	// Requests that arrive while a build is running share its result
 	// (and the encoded bytes handler3 caches in it).
@@ -210,6 +202,27 @@ func (h *Handler) build(gv *groupVersion) *spec3.OpenAPI {
 		doc, _ = builder.MergeSpecsV3() // no CRD could be built: an empty document
 	}
 	return doc
+}
+
+// CheckHash answers a group-version request's `hash` query as handler3
+// does. A stale hash gets a 301 to url (the current one) and ok is false:
+// the request is answered. The current hash gets w wrapped to send
+// immutable caching headers, and r without the hash (handler3 would
+// compare it with the document's own). No hash: w and r as they are.
+func CheckHash(w http.ResponseWriter, r *http.Request, current, url string) (http.ResponseWriter, *http.Request, bool) {
+	hash := r.URL.Query().Get("hash")
+	if hash == "" {
+		return w, r, true
+	}
+	if hash != current {
+		http.Redirect(w, r, url, http.StatusMovedPermanently)
+		return w, r, false
+	}
+	r = r.Clone(r.Context())
+	q := r.URL.Query()
+	q.Del("hash")
+	r.URL.RawQuery = q.Encode()
+	return &ImmutableWriter{ResponseWriter: w}, r, true
 }
 
 // ImmutableWriter adds the headers of a hashed, never-changing document to
