@@ -19,7 +19,12 @@ func killallCommand() *cli.Command {
 			&cli.StringFlag{Name: "cgroup-root", Value: "/skiff", Usage: "cgroup parent of the node's pods"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := killall.Run(killall.Config{CgroupRoot: c.String("cgroup-root"), RunDir: c.String("run-dir"), DataDir: c.String("data-dir"), Bridge: cni.Bridge}); err != nil {
+			// Mounts are matched by absolute path, as the agent made its data dir.
+			dataDir, err := absDir("data-dir", c.String("data-dir"))
+			if err != nil {
+				return fmt.Errorf("killall: %w", err)
+			}
+			if err := killall.Run(killall.Config{CgroupRoot: c.String("cgroup-root"), RunDir: c.String("run-dir"), DataDir: dataDir, Bridge: cni.Bridge}); err != nil {
 				return fmt.Errorf("killall: %w", err)
 			}
 			if err := cni.RemoveMasquerade(); err != nil {
