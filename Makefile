@@ -18,7 +18,7 @@ UNIT_DIRS := . ./server/... ./agent/... ./embedded/... ./images/... ./scripts/..
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all assets build test unit e2e e2e-slow bench fuzz clean
+.PHONY: all assets build dist test unit e2e e2e-slow bench fuzz clean
 
 all: build
 
@@ -28,6 +28,13 @@ assets:
 
 build: assets
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/skiff
+
+# The downloadable artifact: a launcher and the binary xz-compressed
+# (embedded/sfx); it extracts itself on first use. Needs xz-utils.
+DIST := dist/skiff
+dist: build
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/skiff-sfx ./cmd/skiff-sfx
+	$(GO) run ./scripts/sfx -launcher bin/skiff-sfx -payload $(BIN) -out $(DIST)
 
 test: build unit e2e
 
@@ -50,12 +57,13 @@ bench-sched: build
 
 # Node side (root): cold start, pod startup latency, memory, artifact size.
 .PHONY: bench-agent
-bench-agent: build
-	SKIFF_BIN=$(CURDIR)/$(BIN) BENCH_AGENT=only ./scripts/bench.sh
+bench-agent: dist
+	SKIFF_BIN=$(CURDIR)/$(BIN) SKIFF_DIST=$(CURDIR)/$(DIST) BENCH_AGENT=only ./scripts/bench.sh
 
 clean:
 	rm -rf bin
 fuzz:
 	for f in FuzzDecodeRecord FuzzDecodeLog FuzzSplitHistKey; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime=30s ./server/storage/bolt/ || exit 1; done
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime=30s ./embedded/sfx/
 	$(GO) test -run '^$$' -fuzz '^FuzzTxn$$' -fuzztime=30s ./server/storage/etcdapi/

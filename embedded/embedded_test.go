@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,12 +28,31 @@ func sumOf(b []byte) string {
 
 func compress(t *testing.T, b []byte) []byte {
 	t.Helper()
-	enc, err := zstd.NewWriter(nil)
+	enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(BundleWindow))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer enc.Close()
 	return enc.EncodeAll(b, nil)
+}
+
+// tarOf makes a tar of the payloads in key order.
+func tarOf(t *testing.T, payloads map[string][]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, k := range slices.Sorted(maps.Keys(payloads)) {
+		if err := tw.WriteHeader(&tar.Header{Name: k, Mode: 0o644, Size: int64(len(payloads[k])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(payloads[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func TestParseSums(t *testing.T) {
@@ -76,20 +97,14 @@ func TestParseSums(t *testing.T) {
 	}
 }
 
-// assetFS builds an assets tree like the build's: payloads compressed,
-// SHA256SUMS over the uncompressed content. sums overrides manifest
-// entries.
+// assetFS builds an assets tree like the build's: the payloads in one
+// compressed tar, SHA256SUMS over the uncompressed content. sums overrides
+// manifest entries.
 func assetFS(t *testing.T, payloads map[string][]byte, sums map[string]string) fstest.MapFS {
 	t.Helper()
-	fsys := fstest.MapFS{}
+	fsys := fstest.MapFS{BundlePath: &fstest.MapFile{Data: compress(t, tarOf(t, payloads)), Mode: 0o644}}
 	var manifest strings.Builder
-	keys := make([]string, 0, len(payloads))
-	for k := range payloads {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		fsys["assets/"+k+".zst"] = &fstest.MapFile{Data: compress(t, payloads[k]), Mode: 0o644}
+	for _, k := range slices.Sorted(maps.Keys(payloads)) {
 		s := sumOf(payloads[k])
 		if o, ok := sums[k]; ok {
 			s = o
@@ -206,10 +221,15 @@ func TestExtractKeepsAndReplaces(t *testing.T) {
 func TestExtractErrors(t *testing.T) {
 	t.Parallel()
 	wrong := sumOf([]byte("something else"))
-	missingPayload := assetFS(t, map[string][]byte{"bin/runc": []byte("runc")}, nil)
-	delete(missingPayload, "assets/bin/runc.zst")
+	// The manifest lists runc but the bundle does not carry it.
+	missingPayload := assetFS(t, map[string][]byte{"bin/shim": []byte("shim")}, nil)
+	missingPayload["assets/SHA256SUMS"].Data = append(missingPayload["assets/SHA256SUMS"].Data, sumOf([]byte("runc"))+"  bin/runc\n"...)
+	noBundle := assetFS(t, map[string][]byte{"bin/runc": []byte("runc")}, nil)
+	delete(noBundle, BundlePath)
 	notZstd := assetFS(t, map[string][]byte{"bin/runc": []byte("runc")}, nil)
-	notZstd["assets/bin/runc.zst"] = &fstest.MapFile{Data: []byte("this is not zstd")}
+	notZstd[BundlePath] = &fstest.MapFile{Data: []byte("this is not zstd")}
+	notTar := assetFS(t, map[string][]byte{"bin/runc": []byte("runc")}, nil)
+	notTar[BundlePath] = &fstest.MapFile{Data: compress(t, bytes.Repeat([]byte("not a tar "), 100))}
 	tests := []struct {
 		name     string
 		fsys     fs.FS
@@ -219,8 +239,10 @@ func TestExtractErrors(t *testing.T) {
 		{name: "manifest sum wrong", fsys: assetFS(t, payloads, map[string]string{"bin/runc": wrong}), contains: "checksum"},
 		{name: "no manifest", fsys: fstest.MapFS{"assets/README.md": {Data: []byte("x")}}, is: ErrNoAssets},
 		{name: "malformed manifest", fsys: fstest.MapFS{"assets/SHA256SUMS": {Data: []byte("nonsense\n")}}, contains: "malformed"},
-		{name: "payload missing", fsys: missingPayload, contains: "runc.zst"},
-		{name: "payload not zstd", fsys: notZstd, contains: "runc.zst"},
+		{name: "payload missing from bundle", fsys: missingPayload, contains: "has no bin/runc"},
+		{name: "no bundle", fsys: noBundle, contains: "bundle.tar.zst"},
+		{name: "bundle not zstd", fsys: notZstd, contains: "bundle.tar.zst"},
+		{name: "bundle not a tar", fsys: notTar, contains: "bundle.tar.zst"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,8 +349,8 @@ func TestImageOpenChecksum(t *testing.T) {
 
 func TestImageOpenMissing(t *testing.T) {
 	t.Parallel()
-	fsys := assetFS(t, map[string][]byte{"images/x.tar": []byte("x")}, nil)
-	delete(fsys, "assets/images/x.tar.zst")
+	fsys := assetFS(t, map[string][]byte{"images/y.tar": []byte("y")}, nil)
+	fsys["assets/SHA256SUMS"].Data = []byte(sumOf([]byte("x")) + "  images/x.tar\n")
 	imgs, err := images(fsys)
 	if err != nil {
 		t.Fatal(err)
@@ -351,10 +373,26 @@ func TestEmbeddedManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k := range want {
-		if _, err := fs.Stat(assets, "assets/"+k+".zst"); err != nil {
-			t.Errorf("manifest entry %s has no payload: %v", k, err)
+	b, err := openBundle(assets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	for {
+		hdr, err := b.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := want[hdr.Name]; !ok {
+			t.Errorf("bundle entry %s is not in the manifest", hdr.Name)
+		}
+		delete(want, hdr.Name)
+	}
+	for k := range want {
+		t.Errorf("manifest entry %s has no payload in the bundle", k)
 	}
 	v, err := Version()
 	if err != nil {
