@@ -272,15 +272,17 @@ PY
 # BENCH_AGENT_PODS pods at BENCH_AGENT_RATE pods/s on an agent-only node in
 # its own network namespace, image present; PSS summed over skiff, its
 # containerd and shims plus RssAnon per process, for the whole single-node
-# cluster idle and the agent-only node with 0 and N pods; binary and
-# zstd-compressed artifact size. Published baselines (k3s): agent 275 MB,
+# cluster idle and the agent-only node with 0 and N pods; binary size, the
+# downloadable artifact's size ($SKIFF_DIST, `make dist`; make bench-agent
+# builds it) and its first-run extraction time, and the binary compressed
+# as one zstd stream for comparison. Published baselines (k3s): agent 275 MB,
 # server+agent 1.2-1.6 GB, artifact ~78 MB.
 AGENT=${BENCH_AGENT:-0}
 agent_bench() {
   [ "$(id -u)" = 0 ] || { log "agent bench needs root"; failed=1; return; }
   go build -o "$work/agentbench" "$root/tests/bench/agentbench"
   local report="$out/agent-$(date +%Y%m%d-%H%M%S).txt" res base
-  run res "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${SETTLE}s"
+  run res "$work/agentbench" -bin "$bin" -dist "${SKIFF_DIST:-}" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${SETTLE}s"
   # A/B in the same run: upstream's one shim per pod (--shim-grouping pod).
   run base "$work/agentbench" -bin "$bin" -pods "${BENCH_AGENT_PODS:-30}" -rate "${BENCH_AGENT_RATE:-5}" -settle "${SETTLE}s" -shim-grouping pod
   { echo "date: $(date -Is)  host: $(nproc) cores  binary: $bin"; echo "--- one shim per node (default)"; echo "$res"

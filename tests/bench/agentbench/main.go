@@ -8,7 +8,9 @@
 //     `skiff agent` in its own network namespace) with 0 and N pods;
 //   - pod startup latency (create → Running seen by a watch) for N pods
 //     created at R pods/s on the agent-only node, image present;
-//   - binary and compressed artifact sizes.
+//   - binary and artifact sizes: the downloadable (-dist, `make dist`), the
+//     time its first run takes to extract itself and a later run's start,
+//     and for comparison the binary compressed as one zstd stream.
 //
 // It prints one "key value" line per figure; scripts/bench.sh turns them
 // into the report.
@@ -45,6 +47,7 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the server process during the pod burst to this file")
 	flag.StringVar(&keepLogs, "keep-logs", "", "copy the server's and the agent's logs into this directory at the end")
 	flag.StringVar(&shimGrouping, "shim-grouping", "node", "--shim-grouping of the server and agent (node or pod)")
+	flag.StringVar(&dist, "dist", "", "the downloadable artifact (`make dist`): its size and first-run extraction time")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "agentbench: needs root")
@@ -73,6 +76,9 @@ var shimGrouping string
 
 // keepLogs, when set, is where the nodes' logs are copied at the end.
 var keepLogs string
+
+// dist, when set, is the self-extracting artifact.
+var dist string
 
 func out(key string, v any) { fmt.Printf("%s %v\n", key, v) }
 
@@ -444,6 +450,32 @@ func sizes(bin string) error {
 		return err
 	}
 	out("artifact_zstd_mb", fmt.Sprintf("%.1f", float64(len(enc.EncodeAll(data, nil)))/1e6))
+	if dist == "" {
+		return nil
+	}
+	st, err := os.Stat(dist)
+	if err != nil {
+		return err
+	}
+	out("artifact_mb", fmt.Sprintf("%.1f", float64(st.Size())/1e6))
+	out("artifact_unpacked_mb", fmt.Sprintf("%.1f", float64(len(data))/1e6))
+	dir, err := os.MkdirTemp("", "skiff-agentbench-dist-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, key := range []string{"artifact_first_run_extract_s", "artifact_later_run_version_s"} {
+		cmd := exec.Command(dist, "--version")
+		cmd.Env = append(os.Environ(), "SKIFF_DATA_DIR="+dir)
+		t0 := time.Now()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s --version: %v: %s", dist, err, b)
+		}
+		out(key, fmt.Sprintf("%.2f", time.Since(t0).Seconds()))
+		if key == "artifact_first_run_extract_s" {
+			out("artifact_first_run_max_rss_mb", cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss>>10)
+		}
+	}
 	return nil
 }
 
