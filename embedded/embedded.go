@@ -92,39 +92,43 @@ const BundlePath = "assets/bundle.tar.zst"
 // needs this much memory.
 const BundleWindow = 16 << 20
 
-// bundle is an open payload stream.
-type bundle struct {
-	*tar.Reader
-	close func()
-}
-
-func openBundle(fsys fs.FS) (*bundle, error) {
+// walkBundle reads the bundle once and calls fn with each entry named in
+// need (key → manifest sha256), in bundle order, until all were seen; an
+// entry of need the bundle lacks is an error. One zstd decoder per call.
+func walkBundle(fsys fs.FS, need map[string]string, fn func(key, sum string, r io.Reader) error) error {
+	if len(need) == 0 {
+		return nil
+	}
 	f, err := fsys.Open(BundlePath)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: %w", err)
+		return fmt.Errorf("embedded: %w", err)
 	}
+	defer f.Close()
 	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(4*BundleWindow))
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("embedded: %s: %w", BundlePath, err)
+		return fmt.Errorf("embedded: %s: %w", BundlePath, err)
 	}
-	return &bundle{Reader: tar.NewReader(dec), close: func() { dec.Close(); f.Close() }}, nil
-}
-
-// seek advances to the entry named key.
-func (b *bundle) seek(key string) error {
-	for {
-		hdr, err := b.Next()
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	left := maps.Clone(need)
+	for len(left) > 0 {
+		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("embedded: %s has no %s", BundlePath, key)
+			return fmt.Errorf("embedded: %s has no %s", BundlePath, strings.Join(slices.Sorted(maps.Keys(left)), ", "))
 		}
 		if err != nil {
 			return fmt.Errorf("embedded: read %s: %w", BundlePath, err)
 		}
-		if hdr.Name == key {
-			return nil
+		sum, ok := left[hdr.Name]
+		if !ok {
+			continue
+		}
+		delete(left, hdr.Name)
+		if err := fn(hdr.Name, sum, tr); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // ExtractBinaries writes every bin/ payload into dir (created 0755) and
@@ -161,31 +165,11 @@ func extract(fsys fs.FS, sub, dir string) ([]string, error) {
 		need[key] = sum
 	}
 	sort.Strings(names)
-	if len(need) == 0 {
-		return names, nil
-	}
-	b, err := openBundle(fsys)
+	err = walkBundle(fsys, need, func(key, sum string, r io.Reader) error {
+		return extractOne(r, key, filepath.Join(dir, path.Base(key)), sum)
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer b.close()
-	for len(need) > 0 {
-		hdr, err := b.Next()
-		if errors.Is(err, io.EOF) {
-			missing := slices.Sorted(maps.Keys(need))
-			return nil, fmt.Errorf("embedded: %s has no %s", BundlePath, strings.Join(missing, ", "))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("embedded: read %s: %w", BundlePath, err)
-		}
-		sum, ok := need[hdr.Name]
-		if !ok {
-			continue
-		}
-		if err := extractOne(b, hdr.Name, filepath.Join(dir, path.Base(hdr.Name)), sum); err != nil {
-			return nil, err
-		}
-		delete(need, hdr.Name)
 	}
 	return names, nil
 }
@@ -229,48 +213,34 @@ func extractOne(src io.Reader, key, dst, sum string) error {
 	return nil
 }
 
-// Image is an embedded OCI image tarball.
-type Image struct {
-	Name string // file name without .tar
-	sum  string
-	fsys fs.FS
-	key  string
+// ForEachImage calls fn with each embedded image tarball, in one pass over
+// the bundle (one decoder, the bundle read once). A tarball whose content
+// does not match the manifest fails: fn's reader returns the error instead
+// of io.EOF, and ForEachImage returns it even if fn stopped reading early.
+func ForEachImage(fn func(name string, tarball io.Reader) error) error {
+	return forEachImage(assets, fn)
 }
 
-// Images lists the embedded image tarballs.
-func Images() ([]Image, error) {
-	return images(assets)
-}
-
-func images(fsys fs.FS) ([]Image, error) {
+func forEachImage(fsys fs.FS, fn func(name string, tarball io.Reader) error) error {
 	want, err := sums(fsys)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []Image
+	need := map[string]string{}
 	for key, sum := range want {
-		if path.Dir(key) != "images" {
-			continue
+		if path.Dir(key) == "images" {
+			need[key] = sum
 		}
-		out = append(out, Image{Name: strings.TrimSuffix(path.Base(key), ".tar"), sum: sum, fsys: fsys, key: key})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-// Open returns the uncompressed tarball. Its checksum is verified when the
-// reader reaches the end: Read then fails instead of returning io.EOF if
-// the content does not match the manifest.
-func (im Image) Open() (io.ReadCloser, error) {
-	b, err := openBundle(im.fsys)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.seek(im.key); err != nil {
-		b.close()
-		return nil, err
-	}
-	return &checked{r: b, h: sha256.New(), want: im.sum, name: im.key, close: b.close}, nil
+	return walkBundle(fsys, need, func(key, sum string, r io.Reader) error {
+		c := &checked{r: r, h: sha256.New(), want: sum, name: key}
+		if err := fn(strings.TrimSuffix(path.Base(key), ".tar"), c); err != nil {
+			return err
+		}
+		// Check what fn left unread too.
+		_, err := io.Copy(io.Discard, c)
+		return err
+	})
 }
 
 type checked struct {
@@ -280,7 +250,6 @@ type checked struct {
 		Sum([]byte) []byte
 	}
 	want, name string
-	close      func()
 }
 
 func (c *checked) Read(p []byte) (int, error) {
@@ -294,4 +263,3 @@ func (c *checked) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *checked) Close() error { c.close(); return nil }

@@ -271,92 +271,74 @@ func TestExtractErrors(t *testing.T) {
 	}
 }
 
-func TestImages(t *testing.T) {
+func TestForEachImage(t *testing.T) {
 	t.Parallel()
 	fsys := assetFS(t, payloads, nil)
-	imgs, err := images(fsys)
+	got := map[string][]byte{}
+	var order []string
+	err := forEachImage(fsys, func(name string, r io.Reader) error {
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		got[name] = data
+		order = append(order, name)
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, im := range imgs {
-		names = append(names, im.Name)
+	// Bundle order (assetFS writes keys sorted).
+	if want := []string{"demo-v1", "pause-3.10"}; !slices.Equal(order, want) {
+		t.Fatalf("images %v, want %v", order, want)
 	}
-	if want := []string{"demo-v1", "pause-3.10"}; !slices.Equal(names, want) {
-		t.Fatalf("images %v, want %v", names, want)
-	}
-	for _, im := range imgs {
-		r, err := im.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatalf("%s: %v", im.Name, err)
-		}
-		if err := r.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(data, payloads["images/"+im.Name+".tar"]) {
-			t.Fatalf("%s: wrong content", im.Name)
+	for name, data := range got {
+		if !bytes.Equal(data, payloads["images/"+name+".tar"]) {
+			t.Fatalf("%s: wrong content", name)
 		}
 	}
-
-	if _, err := images(fstest.MapFS{}); !errors.Is(err, ErrNoAssets) {
-		t.Fatalf("images without assets: %v, want ErrNoAssets", err)
+	if err := forEachImage(fstest.MapFS{}, func(string, io.Reader) error { return nil }); !errors.Is(err, ErrNoAssets) {
+		t.Fatalf("forEachImage without assets: %v, want ErrNoAssets", err)
 	}
 }
 
-func TestImageOpenChecksum(t *testing.T) {
+func TestForEachImageErrors(t *testing.T) {
 	t.Parallel()
+	demo := payloads["images/demo-v1.tar"]
+	missing := assetFS(t, map[string][]byte{"images/y.tar": []byte("y")}, nil)
+	missing["assets/SHA256SUMS"].Data = append(missing["assets/SHA256SUMS"].Data, sumOf([]byte("x"))+"  images/x.tar\n"...)
+	stop := errors.New("stop")
 	tests := []struct {
-		name    string
-		sum     string
-		wantErr bool
+		name string
+		fsys fs.FS
+		fn   func(string, io.Reader) error
+		want string
+		is   error
 	}{
-		{name: "matching", sum: sumOf(payloads["images/demo-v1.tar"])},
-		{name: "mismatch", sum: sumOf([]byte("other")), wantErr: true},
+		{name: "checksum mismatch seen by the reader",
+			fsys: assetFS(t, map[string][]byte{"images/demo-v1.tar": demo}, map[string]string{"images/demo-v1.tar": sumOf([]byte("other"))}),
+			fn:   func(_ string, r io.Reader) error { _, err := io.ReadAll(r); return err }, want: "checksum"},
+		{name: "checksum mismatch of an unread tarball",
+			fsys: assetFS(t, map[string][]byte{"images/demo-v1.tar": demo}, map[string]string{"images/demo-v1.tar": sumOf([]byte("other"))}),
+			fn:   func(string, io.Reader) error { return nil }, want: "checksum"},
+		{name: "image missing from bundle", fsys: missing,
+			fn: func(string, io.Reader) error { return nil }, want: "has no images/x.tar"},
+		{name: "callback error returned", fsys: assetFS(t, payloads, nil),
+			fn: func(string, io.Reader) error { return stop }, is: stop},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fsys := assetFS(t, map[string][]byte{"images/demo-v1.tar": payloads["images/demo-v1.tar"]},
-				map[string]string{"images/demo-v1.tar": tt.sum})
-			imgs, err := images(fsys)
-			if err != nil || len(imgs) != 1 {
-				t.Fatalf("images: %v, %v", imgs, err)
+			err := forEachImage(tt.fsys, tt.fn)
+			if err == nil {
+				t.Fatal("forEachImage succeeded")
 			}
-			r, err := imgs[0].Open()
-			if err != nil {
-				t.Fatal(err)
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Fatalf("error %v, want %v", err, tt.is)
 			}
-			defer r.Close()
-			data, err := io.ReadAll(r)
-			if tt.wantErr {
-				if err == nil || !strings.Contains(err.Error(), "checksum") {
-					t.Fatalf("ReadAll error %v, want a checksum error", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(data, payloads["images/demo-v1.tar"]) {
-				t.Fatal("wrong content")
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
 			}
 		})
-	}
-}
-
-func TestImageOpenMissing(t *testing.T) {
-	t.Parallel()
-	fsys := assetFS(t, map[string][]byte{"images/y.tar": []byte("y")}, nil)
-	fsys["assets/SHA256SUMS"].Data = []byte(sumOf([]byte("x")) + "  images/x.tar\n")
-	imgs, err := images(fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := imgs[0].Open(); err == nil {
-		t.Fatal("Open of a missing payload succeeded")
 	}
 }
 
@@ -373,26 +355,13 @@ func TestEmbeddedManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := openBundle(assets)
+	// Every manifest entry is in the bundle with the content it lists.
+	err = walkBundle(assets, want, func(key, sum string, r io.Reader) error {
+		_, err := io.Copy(io.Discard, &checked{r: r, h: sha256.New(), want: sum, name: key})
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer b.close()
-	for {
-		hdr, err := b.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := want[hdr.Name]; !ok {
-			t.Errorf("bundle entry %s is not in the manifest", hdr.Name)
-		}
-		delete(want, hdr.Name)
-	}
-	for k := range want {
-		t.Errorf("manifest entry %s has no payload in the bundle", k)
 	}
 	v, err := Version()
 	if err != nil {
