@@ -262,4 +262,3 @@ func (c *checked) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
