@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 out=embedded/assets
 work=${ASSET_CACHE:-$HOME/.cache/skiff-assets}
-key=$(cat embedded/build/go.sum embedded/build/shim/*.go scripts/build-assets.sh images/*/*.go images/pause/pause.c scripts/pack/main.go embedded/embedded.go | sha256sum | cut -c1-16)-$($GO env GOARCH)
-dir=$work/$key
+# Built helpers are cached by their inputs; the packed output also by the
+# packer's (scripts/pack and the bundle format in embedded/embedded.go).
+bkey=$(cat embedded/build/go.sum embedded/build/shim/*.go scripts/build-assets.sh images/*/*.go images/pause/pause.c | sha256sum | cut -c1-16)-$($GO env GOARCH)
+key=$bkey-$(cat scripts/pack/main.go embedded/embedded.go | sha256sum | cut -c1-16)
+dir=$work/$bkey
 if [ ! -f "$dir/.done" ]; then
 	mkdir -p "$dir"
 	(cd embedded/build &&
