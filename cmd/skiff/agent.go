@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skiff-sh/skiff/agent"
+	"github.com/skiff-sh/skiff/internal/textpages"
 )
 
 // agentFlags are shared by `skiff agent` and `skiff server` (which runs
@@ -69,6 +70,7 @@ func agentCommand() *cli.Command {
 			cfg.Logger = newLogger(lc)
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			go textpages.Loop(ctx, textPagesInterval)
 			return agent.Run(ctx, cfg)
 		},
 	}

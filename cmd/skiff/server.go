@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skiff-sh/skiff/agent"
+	"github.com/skiff-sh/skiff/internal/textpages"
 	"github.com/skiff-sh/skiff/server"
 )
 
@@ -111,6 +112,10 @@ func componentArgs(pairs []string) []string {
 	return args
 }
 
+// textPagesInterval: how often long-running commands unmap the parts of
+// the executable they no longer use (internal/textpages).
+const textPagesInterval = 15 * time.Second
+
 func runServer(c *cli.Context) error {
 	lc, err := logConfigFrom(c)
 	if err != nil {
@@ -123,6 +128,7 @@ func runServer(c *cli.Context) error {
 	cfg.Logger = newLogger(lc)
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go textpages.Loop(ctx, textPagesInterval)
 	if c.Bool("disable-agent") {
 		return server.Run(ctx, cfg)
 	}

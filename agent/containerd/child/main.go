@@ -8,13 +8,23 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
+
+	"github.com/skiff-sh/skiff/internal/textpages"
 )
+
+// textPagesInterval: how often the child unmaps the parts of the
+// executable it no longer uses (internal/textpages).
+const textPagesInterval = 15 * time.Second
 
 // Main runs containerd in this process (the multicall child) and returns
 // its exit code.
 func Main(args []string) int {
+	// This process maps the whole skiff binary but runs only containerd:
+	// unmap what start-up touched (every package's initialisation).
+	go textpages.Loop(context.Background(), textPagesInterval)
 	if err := command.App().Run(context.Background(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1
