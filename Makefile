@@ -14,7 +14,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 # Unit and integration tests; e2e tests exec the built binary.
 # Only packages that have tests: building the rest (the kubelet, containerd)
 # in race mode would cost minutes and test nothing.
-UNIT_DIRS := . ./server/... ./agent/... ./embedded/... ./images/... ./scripts/...
+UNIT_DIRS := . ./internal/... ./server/... ./agent/... ./embedded/... ./images/... ./scripts/...
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
 TEST_FLAGS ?= -race -count=1
 
