@@ -7,10 +7,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/skiff-sh/skiff/agent"
+	"github.com/skiff-sh/skiff/internal/memtrim"
 	"github.com/skiff-sh/skiff/internal/textpages"
 )
 
@@ -71,6 +73,9 @@ func agentCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			go textpages.Loop(ctx, textPagesInterval)
+			// A node agent's heap is small and its work comes in bursts
+			// (image imports, pod starts): hand back what a burst left.
+			go memtrim.Loop(ctx, memtrim.Config{Interval: 15 * time.Second, Threshold: 4 << 20, Quiet: 32 << 20, Logger: cfg.Logger})
 			return agent.Run(ctx, cfg)
 		},
 	}

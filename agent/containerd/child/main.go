@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 
+	"github.com/skiff-sh/skiff/internal/memtrim"
 	"github.com/skiff-sh/skiff/internal/textpages"
 )
 
@@ -25,6 +26,10 @@ func Main(args []string) int {
 	// This process maps the whole skiff binary but runs only containerd:
 	// unmap what start-up touched (every package's initialisation).
 	go textpages.Loop(context.Background(), textPagesInterval)
+	// containerd's heap is small (~10 MB live at idle) and what image
+	// imports and pod starts leave behind stays mapped for minutes: hand
+	// it back once the runtime is quiet (internal/memtrim).
+	go memtrim.Loop(context.Background(), memtrim.Config{Interval: 10 * time.Second, Threshold: 2 << 20, Quiet: 16 << 20})
 	if err := command.App().Run(context.Background(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1

@@ -65,7 +65,6 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 		ctrlReady: make(chan struct{}, 1), watches: map[int64]*streamWatch{}}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ws.sendLoop() }()
-	go ws.progressLoop()
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -92,9 +91,17 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 	return err
 }
 
+// sendLoop sends responses and, every ProgressInterval, asks idle watches
+// that want progress notifications for one (in this goroutine rather than
+// one more per stream: there is a stream per resource, and asking never
+// blocks).
 func (ws *watchStream) sendLoop() error {
+	t := time.NewTicker(ws.s.ProgressInterval)
+	defer t.Stop()
 	for {
 		select {
+		case <-t.C:
+			ws.progressTick()
 		case resp := <-ws.send:
 			// Replies queued before this event go first: a watch's
 			// Created precedes its events.
@@ -280,33 +287,25 @@ func (ws *watchStream) pump(ctx context.Context, w *streamWatch, bw storage.Watc
 	}
 }
 
-// progressLoop sends periodic progress notifications to idle watches that
-// asked for them.
-func (ws *watchStream) progressLoop() {
-	t := time.NewTicker(ws.s.ProgressInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ws.ctx.Done():
-			return
-		case <-t.C:
+// progressTick asks for a progress notification on every watch that
+// wants them and sent nothing since the previous tick. requestProgress
+// never blocks: the notification comes through the watch's pump.
+func (ws *watchStream) progressTick() {
+	ws.mu.Lock()
+	var due []*streamWatch
+	for _, w := range ws.watches {
+		if w.progress {
+			due = append(due, w)
 		}
-		ws.mu.Lock()
-		var due []*streamWatch
-		for _, w := range ws.watches {
-			if w.progress {
-				due = append(due, w)
-			}
-		}
-		ws.mu.Unlock()
-		for _, w := range due {
-			w.mu.Lock()
-			send := w.idle
-			w.idle = true
-			w.mu.Unlock()
-			if send {
-				w.requestProgress()
-			}
+	}
+	ws.mu.Unlock()
+	for _, w := range due {
+		w.mu.Lock()
+		send := w.idle
+		w.idle = true
+		w.mu.Unlock()
+		if send {
+			w.requestProgress()
 		}
 	}
 }
