@@ -80,6 +80,9 @@ type Config struct {
 	VolumeControllersStarted chan<- struct{}
 	// Ready, when set, is closed once the API answers /readyz.
 	Ready chan<- struct{}
+	// AfterMemTrim, when set, runs each time the server has handed idle
+	// heap back to the OS (memtrim.Config.AfterTrim).
+	AfterMemTrim func()
 }
 
 // memTrim: once ready, a quiet server hands idle heap back to the OS
@@ -89,8 +92,8 @@ type Config struct {
 // this caps its idle garbage at ~12 MB where the runtime lets it reach
 // GOGC% of the live heap (~30 MB) before collecting, at the cost of a
 // collection every ~25 s; under load (hundreds of MB/s) it does nothing.
-func memTrim(log *slog.Logger) memtrim.Config {
-	return memtrim.Config{Interval: 5 * time.Second, Threshold: 12 << 20, Quiet: 32 << 20, Logger: log}
+func memTrim(log *slog.Logger, after func()) memtrim.Config {
+	return memtrim.Config{Interval: 5 * time.Second, Threshold: 12 << 20, Quiet: 32 << 20, Logger: log, AfterTrim: after}
 }
 
 // startupGCPercent is the GC target while the server starts. Start-up
@@ -238,7 +241,7 @@ func Run(ctx context.Context, c Config) error {
 	if c.ControlPlaneNode != "" {
 		go labelControlPlane(ctx, log, adminClient, c.ControlPlaneNode)
 	}
-	go memtrim.Loop(ctx, memTrim(log))
+	go memtrim.Loop(ctx, memTrim(log, c.AfterMemTrim))
 	log.Info("API server ready", "port", c.HTTPSPort, "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.WriteKubeconfig != "" {
 		if err := writeKubeconfig(c.WriteKubeconfig, c.WriteKubeconfigMod, admin); err != nil {

@@ -75,7 +75,7 @@ func agentCommand() *cli.Command {
 			go textpages.Loop(ctx, textPagesInterval)
 			// A node agent's heap is small and its work comes in bursts
 			// (image imports, pod starts): hand back what a burst left.
-			go memtrim.Loop(ctx, memtrim.Config{Interval: 5 * time.Second, Threshold: 4 << 20, Quiet: 16 << 20, Logger: cfg.Logger})
+			go memtrim.Loop(ctx, memtrim.Config{Interval: 5 * time.Second, Threshold: 4 << 20, Quiet: 16 << 20, Logger: cfg.Logger, AfterTrim: releaseTextPages})
 			return agent.Run(ctx, cfg)
 		},
 	}

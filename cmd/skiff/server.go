@@ -116,6 +116,10 @@ func componentArgs(pairs []string) []string {
 // the executable they no longer use (internal/textpages).
 const textPagesInterval = 15 * time.Second
 
+// releaseTextPages unmaps them again after a forced collection
+// (internal/memtrim), which reads the binary's stack maps and type data.
+func releaseTextPages() { _, _ = textpages.Release() }
+
 func runServer(c *cli.Context) error {
 	lc, err := logConfigFrom(c)
 	if err != nil {
@@ -126,6 +130,7 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	cfg.Logger = newLogger(lc)
+	cfg.AfterMemTrim = releaseTextPages
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go textpages.Loop(ctx, textPagesInterval)

@@ -31,6 +31,12 @@ type Config struct {
 	Quiet uint64
 	// Logger, if set, gets a debug line per trim.
 	Logger *slog.Logger
+	// AfterTrim, if set, runs after each trim. A collection reads the
+	// binary's read-only metadata (stack maps, type information for every
+	// goroutine and object it scans): a process that unmaps its clean file
+	// pages (internal/textpages) does it again here, or the forced
+	// collections would keep tens of MB of them mapped.
+	AfterTrim func()
 }
 
 // Stats is what Loop reads from runtime/metrics.
@@ -105,6 +111,9 @@ func Loop(ctx context.Context, c Config) {
 		cur, _ := Read()
 		if c.Due(prev, cur) {
 			debug.FreeOSMemory()
+			if c.AfterTrim != nil {
+				c.AfterTrim()
+			}
 			if c.Logger != nil {
 				c.Logger.Debug("returned idle heap memory to the OS", "reclaimable_mb", cur.Reclaimable()>>20)
 			}

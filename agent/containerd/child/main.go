@@ -29,7 +29,8 @@ func Main(args []string) int {
 	// containerd's heap is small (~10 MB live at idle) and what image
 	// imports and pod starts leave behind stays mapped for minutes: hand
 	// it back once the runtime is quiet (internal/memtrim).
-	go memtrim.Loop(context.Background(), memtrim.Config{Interval: 5 * time.Second, Threshold: 2 << 20, Quiet: 8 << 20})
+	go memtrim.Loop(context.Background(), memtrim.Config{Interval: 5 * time.Second, Threshold: 2 << 20, Quiet: 8 << 20,
+		AfterTrim: func() { _, _ = textpages.Release() }})
 	if err := command.App().Run(context.Background(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1
