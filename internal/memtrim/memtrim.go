@@ -117,7 +117,7 @@ func Loop(ctx context.Context, c Config) {
 			if c.Logger != nil {
 				c.Logger.Debug("returned idle heap memory to the OS", "reclaimable_mb", cur.Reclaimable()>>20)
 			}
-			// The collection allocated nothing of the process's own.
+			// The next check counts allocations from after the trim.
 			cur, _ = Read()
 		}
 		prev = cur
