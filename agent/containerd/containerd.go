@@ -100,6 +100,9 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = {{printf "%q" (print .BinDir "/runc")}}
+        # runc's container state: under Skiff's state directory, not in
+        # the default a host containerd uses for its own containers.
+        Root = {{printf "%q" (print .StateDir "/runc")}}
         SystemdCgroup = false
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{{printf "%q" .BinDir}}]
@@ -115,10 +118,34 @@ oom_score = 0
   plugin_path = {{printf "%q" (print .RootDir "/nri/plugins")}}
   plugin_config_path = {{printf "%q" (print .RootDir "/nri/conf.d")}}
 
+# Shim sockets: Skiff's own directory, not the default a host
+# containerd uses.
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = {{printf "%q" .ShimSocketDir}}
+
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 `))
+
+// maxShimSocketDir is the longest shim socket directory containerd
+// accepts: a socket path (directory, "/", 64 hex digits) must fit the
+// kernel's 108 bytes.
+const maxShimSocketDir = 42
+
+// fallbackShimSocketDir holds shim sockets when the state directory's path
+// is too long for them. Socket names hash containerd's address, so the
+// nodes of several agents on one host do not collide there.
+const fallbackShimSocketDir = "/run/skiff/s"
+
+// ShimSocketDir is where the shims' sockets go: under the state directory
+// when its path is short enough.
+func (c Config) ShimSocketDir() string {
+	if d := filepath.Join(c.StateDir, "s"); len(d) <= maxShimSocketDir {
+		return d
+	}
+	return fallbackShimSocketDir
+}
 
 // Render returns containerd's config.toml for c.
 func (c Config) Render(restrictOOM bool) ([]byte, error) {

@@ -39,6 +39,13 @@ func TestRender(t *testing.T) {
 		if nri["socket_path"] != "/run/skiff/containerd/nri.sock" {
 			t.Errorf("NRI socket %v, want it under the state dir", nri["socket_path"])
 		}
+		runc := rt["containerd"].(map[string]any)["runtimes"].(map[string]any)["runc"].(map[string]any)["options"].(map[string]any)
+		if runc["Root"] != "/run/skiff/containerd/runc" {
+			t.Errorf("runc root %v, want it under the state dir", runc["Root"])
+		}
+		if sd := plugins["io.containerd.shim.v1.manager"].(map[string]any)["socket_dir"]; sd != "/run/skiff/containerd/s" {
+			t.Errorf("shim socket dir %v, want it under the state dir", sd)
+		}
 		for _, host := range []string{"/var/run/nri", "/opt/nri", "/run/containerd/", "/var/lib/containerd"} {
 			if strings.Contains(string(data), host) {
 				t.Errorf("config mentions the host's %s:\n%s", host, data)
@@ -65,6 +72,23 @@ func TestChildEnvShimGrouping(t *testing.T) {
 		}
 		if len(got) != 1 || got[0] != tc.want {
 			t.Errorf("perPod=%v: grouping env %q, want [%s]", tc.perPod, got, tc.want)
+		}
+	}
+}
+
+func TestShimSocketDir(t *testing.T) {
+	for _, tc := range []struct{ state, want string }{
+		{"/run/skiff/containerd", "/run/skiff/containerd/s"},
+		{"/run/x", "/run/x/s"},
+		// 49 characters with "/s": a socket path would not fit.
+		{"/tmp/skiff-agentbench-749610839/run2/containerd", fallbackShimSocketDir},
+	} {
+		got := Config{StateDir: tc.state}.ShimSocketDir()
+		if got != tc.want {
+			t.Errorf("state %s: shim socket dir %s, want %s", tc.state, got, tc.want)
+		}
+		if len(got)+1+64 > 107 {
+			t.Errorf("state %s: %s leaves no room for a socket name", tc.state, got)
 		}
 	}
 }
