@@ -249,7 +249,15 @@ func Run(ctx context.Context, c Config) error {
 		}
 		log.Info("wrote kubeconfig", "path", c.WriteKubeconfig)
 	}
-	ctrlErr, err := startControlLoops(ctx, c, bundle, local)
+	// One server opens the database: the control loops' leases can only
+	// be held by this server's earlier incarnation, which may have died
+	// without releasing them (power loss).
+	if err := leader.ReleaseAbandoned(ctx, adminClient, leaseControllerManager, leaseLocalPath, leaseScheduler); err != nil {
+		return stopAPI(cancel, apiErr, err)
+	}
+	built := make(chan struct{})
+	var builtOnce sync.Once
+	ctrlErr, err := startControlLoops(ctx, c, bundle, local, func() { builtOnce.Do(func() { close(built) }) })
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)
 	}
@@ -259,7 +267,7 @@ func Run(ctx context.Context, c Config) error {
 	if c.VolumeControllersStarted != nil {
 		go func() {
 			if !c.DisableControllerManager {
-				waitVolumeControllers(ctx, adminClient)
+				waitVolumeControllers(ctx, log, built)
 			}
 			close(c.VolumeControllersStarted)
 		}()
@@ -300,7 +308,10 @@ func tolerationArgs(seconds int) []string {
 // startControlLoops starts the controller manager and the scheduler, each
 // as an API client with its own certificate identity. The returned channel
 // reports the first of them to fail.
-func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string) (<-chan error, error) {
+//
+// built is called once the controller manager's controllers are all
+// constructed (waitVolumeControllers).
+func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string, built func()) (<-chan error, error) {
 	errc := make(chan error, 2)
 	credDir := filepath.Join(c.serverDir(), "cred")
 	if err := os.MkdirAll(credDir, 0o700); err != nil {
@@ -324,7 +335,7 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return nil, err
 		}
 		go func() {
-			errc <- leader.Run(ctx, kc, "kube-controller-manager", leader.Default, func(ctx context.Context) error {
+			errc <- leader.Run(ctx, kc, leaseControllerManager, leader.Default, func(ctx context.Context) error {
 				return controllers.Run(ctx, controllers.Config{
 					Kubeconfig:             kc,
 					CACert:                 b.CACert,
@@ -338,6 +349,7 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 					QPS:                    controlLoopQPS,
 					Burst:                  2 * controlLoopQPS,
 					ExtraArgs:              c.ControllerManagerArgs,
+					Built:                  built,
 				})
 			})
 		}()
@@ -356,7 +368,7 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return nil, err
 		}
 		go func() {
-			errc <- leader.Run(ctx, kc, "skiff-local-path-provisioner", leader.Default, func(ctx context.Context) error {
+			errc <- leader.Run(ctx, kc, leaseLocalPath, leader.Default, func(ctx context.Context) error {
 				return localpath.Run(ctx, localpath.Config{Client: client, HelperImage: HelperImage, Logger: c.Logger.With("component", "local-path")})
 			})
 		}()
@@ -367,7 +379,7 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return nil, err
 		}
 		go func() {
-			errc <- leader.Run(ctx, kc, "kube-scheduler", leader.Default, func(ctx context.Context) error {
+			errc <- leader.Run(ctx, kc, leaseScheduler, leader.Default, func(ctx context.Context) error {
 				return scheduler.Run(ctx, scheduler.Config{
 					StateDir:   filepath.Join(c.serverDir(), "scheduler"),
 					Kubeconfig: kc,
@@ -380,6 +392,13 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 	}
 	return errc, nil
 }
+
+// The leases (kube-system) the in-process control loops run under.
+const (
+	leaseControllerManager = "kube-controller-manager"
+	leaseLocalPath         = "skiff-local-path-provisioner"
+	leaseScheduler         = "kube-scheduler"
+)
 
 const (
 	// controlLoopQPS is the client rate limit of the in-process control
@@ -564,27 +583,24 @@ func labelControlPlane(ctx context.Context, log *slog.Logger, client kubernetes.
 	}
 }
 
-// waitVolumeControllers waits until the controller manager has built its
-// volume controllers (attach/detach, expand, persistent volume binder),
-// each of which initializes the CSI volume plugin. Upstream's CSI plugin
-// keeps its node-info manager in a package variable that every
-// initialization replaces, and the controllers' has no node name: a
-// kubelet in the same process must initialize its plugins after them, or
-// its CSINode never initializes (and the kubelet exits after ~140 s). The
-// controllers' ServiceAccounts are created just before each controller is
-// built, so their existence (plus a margin) marks the point.
-func waitVolumeControllers(ctx context.Context, client kubernetes.Interface) {
-	names := []string{"attachdetach-controller", "expand-controller", "persistent-volume-binder"}
-	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		for _, n := range names {
-			if _, err := client.CoreV1().ServiceAccounts(metav1.NamespaceSystem).Get(ctx, n, metav1.GetOptions{}); err != nil {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+// waitVolumeControllers waits until the controller manager has built all
+// its controllers, among them the volume controllers (attach/detach,
+// expand, persistent volume binder), each of which initializes the CSI
+// volume plugin. Upstream's CSI plugin keeps its node-info manager in a
+// package variable that every initialization replaces, and the
+// controllers' has no node name: a kubelet in the same process must
+// initialize its plugins after them, or its CSINode never initializes
+// (and the kubelet exits after ~140 s). built is closed when the
+// controllers start (controllers.Config.Built): the exact point, on a
+// first start as on a restart.
+func waitVolumeControllers(ctx context.Context, log *slog.Logger, built <-chan struct{}) {
 	select {
+	case <-built:
 	case <-ctx.Done():
-	case <-time.After(time.Second):
+	case <-time.After(volumeControllersTimeout):
+		log.Warn("the controller manager has not started its controllers; starting the node's kubelet anyway", "waited", volumeControllersTimeout)
 	}
 }
+
+// volumeControllersTimeout bounds waitVolumeControllers.
+const volumeControllersTimeout = 60 * time.Second

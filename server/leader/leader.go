@@ -16,12 +16,14 @@ import (
 	"os"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/ptr"
 )
 
 // Timings of the lease. Renewal has room to spare when the API server is
@@ -86,4 +88,40 @@ func Run(ctx context.Context, kubeconfig, name string, t Timings, f func(context
 	default:
 		return fmt.Errorf("%s: lost its leader lease", name)
 	}
+}
+
+// ReleaseAbandoned releases the leases of names whatever holds them, as a
+// holder does on a clean shutdown (no holder, 1 s duration), so this
+// process can take them at once. A server that crashed (power loss, OOM
+// kill) cannot release its leases, and without this its restart would wait
+// a whole LeaseDuration before its controllers and scheduler run again.
+//
+// Call it only where no other live process can hold the leases: Skiff's
+// storage is one bbolt database that one server process opens exclusively,
+// so any holder but this process is a dead earlier incarnation. A store
+// shared by several servers (etcd) must not call it.
+func ReleaseAbandoned(ctx context.Context, client kubernetes.Interface, names ...string) error {
+	leases := client.CoordinationV1().Leases(metav1.NamespaceSystem)
+	for _, name := range names {
+		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("leader: lease %s: %w", name, err)
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+			continue
+		}
+		// The update is conditional on the resourceVersion read: it fails
+		// rather than overwrite a lease that changed meanwhile.
+		l.Spec.HolderIdentity = nil
+		l.Spec.LeaseDurationSeconds = ptr.To[int32](1)
+		now := metav1.NewMicroTime(time.Now())
+		l.Spec.RenewTime = &now
+		if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("leader: release lease %s: %w", name, err)
+		}
+	}
+	return nil
 }

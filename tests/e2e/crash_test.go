@@ -149,3 +149,61 @@ func TestCrashDuringWriteStorm(t *testing.T) {
 		t.Fatal("no 410 for a watch from a pre-restart resourceVersion")
 	}
 }
+
+// TestCrashRestartTakesLeases: a server killed while its controller
+// manager and scheduler hold their leases (as after a power loss) runs
+// them again as soon as it is back, not after the 60 s the dead holder's
+// leases would otherwise still run.
+func TestCrashRestartTakesLeases(t *testing.T) {
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "leases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	names := []string{"kube-controller-manager", "kube-scheduler"}
+	holders := func(cs kubernetes.Interface) map[string]string {
+		h := map[string]string{}
+		for _, n := range names {
+			l, err := cs.CoordinationV1().Leases(metav1.NamespaceSystem).Get(ctx, n, metav1.GetOptions{})
+			if err == nil && l.Spec.HolderIdentity != nil {
+				h[n] = *l.Spec.HolderIdentity
+			}
+		}
+		return h
+	}
+	// waitHeld waits (at most half the lease duration) until every lease
+	// is held by someone other than before.
+	waitHeld := func(cs kubernetes.Interface, before map[string]string) map[string]string {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			h := holders(cs)
+			ok := true
+			for _, n := range names {
+				ok = ok && h[n] != "" && h[n] != before[n]
+			}
+			if ok {
+				return h
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("leases not taken: %v (before: %v)\n%s", h, before, s.Tail())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	cs, err := kubernetes.NewForConfig(s.RESTConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := waitHeld(cs, nil)
+	s.Kill()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cs, err = kubernetes.NewForConfig(s.RESTConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHeld(cs, first)
+}
