@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 )
@@ -119,6 +120,9 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("controllers: config: %w", err)
 	}
+	// The VAP status controller's informers start at once: they must not
+	// pass builtSignal, so its client configuration is copied without it.
+	vapKubeconfig := rest.CopyConfig(cfg.Kubeconfig)
 	if c.Built != nil {
 		var once sync.Once
 		cfg.Kubeconfig.Wrap(func(rt http.RoundTripper) http.RoundTripper {
@@ -131,7 +135,7 @@ func Run(ctx context.Context, c Config) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 2)
-	go func() { done <- runVAPStatus(runCtx, cc) }()
+	go func() { done <- runVAPStatus(runCtx, cc, vapKubeconfig) }()
 	go func() { done <- app.Run(runCtx, cc) }()
 	err = <-done
 	cancel()

@@ -68,15 +68,15 @@ func vapStatusEnabled(controllers []string) bool {
 // generated definition, though policies are checked only when they change.
 // Clients are retried until ctx ends (the controller manager waits for the
 // API server the same way); only a configuration error is returned.
-func runVAPStatus(ctx context.Context, cc *config.CompletedConfig) error {
+func runVAPStatus(ctx context.Context, cc *config.CompletedConfig, kubeconfig *restclient.Config) error {
 	if !vapStatusEnabled(cc.ComponentConfig.Generic.Controllers) {
 		<-ctx.Done()
 		return nil
 	}
-	root := clientbuilder.SimpleControllerClientBuilder{ClientConfig: cc.Kubeconfig}
+	root := clientbuilder.SimpleControllerClientBuilder{ClientConfig: kubeconfig}
 	var clients clientbuilder.ControllerClientBuilder = root
 	if cc.ComponentConfig.KubeCloudShared.UseServiceAccountCredentials {
-		clients = clientbuilder.NewDynamicClientBuilder(restclient.AnonymousClientConfig(cc.Kubeconfig), cc.Client.CoreV1(), metav1.NamespaceSystem)
+		clients = clientbuilder.NewDynamicClientBuilder(restclient.AnonymousClientConfig(kubeconfig), cc.Client.CoreV1(), metav1.NamespaceSystem)
 	}
 	var (
 		client, shared kubernetes.Interface
