@@ -256,8 +256,7 @@ func Run(ctx context.Context, c Config) error {
 		return stopAPI(cancel, apiErr, err)
 	}
 	built := make(chan struct{})
-	var builtOnce sync.Once
-	ctrlErr, err := startControlLoops(ctx, c, bundle, local, func() { builtOnce.Do(func() { close(built) }) })
+	ctrlErr, err := startControlLoops(ctx, c, bundle, local, func() { close(built) })
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)
 	}
