@@ -34,6 +34,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/skiff-sh/skiff/internal/hostip"
+	"github.com/skiff-sh/skiff/internal/gctune"
 	"github.com/skiff-sh/skiff/internal/memtrim"
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
@@ -83,6 +84,9 @@ type Config struct {
 	// AfterMemTrim, when set, runs each time the server has handed idle
 	// heap back to the OS (memtrim.Config.AfterTrim).
 	AfterMemTrim func()
+	// GC, when set, adapts the GC target to the live heap once the server
+	// is ready (internal/gctune); otherwise the process's GOGC stays.
+	GC *gctune.Config
 }
 
 // memTrim: once ready, a quiet server hands idle heap back to the OS
@@ -233,6 +237,11 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	restoreGC()
+	if c.GC != nil {
+		gc := *c.GC
+		gc.OnChange = func(p int) { log.Debug("GC target", "GOGC", p) }
+		gctune.Run(ctx, gc)
+	}
 	adminClient, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)

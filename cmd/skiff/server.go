@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skiff-sh/skiff/agent"
+	"github.com/skiff-sh/skiff/internal/gctune"
 	"github.com/skiff-sh/skiff/internal/textpages"
 	"github.com/skiff-sh/skiff/server"
 )
@@ -131,6 +132,11 @@ func runServer(c *cli.Context) error {
 	}
 	cfg.Logger = newLogger(lc)
 	cfg.AfterMemTrim = releaseTextPages
+	if os.Getenv("GOGC") == "" {
+		// The server's CPU goes to the GC more than anything else under
+		// load; a GOGC set by the user is kept as it is.
+		cfg.GC = &gctune.Config{Min: defaultGCPercent, Max: 100, Budget: gctune.DefaultBudget()}
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go textpages.Loop(ctx, textPagesInterval)

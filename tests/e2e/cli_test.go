@@ -149,3 +149,49 @@ func TestRelativeDataDir(t *testing.T) {
 		t.Fatalf("state not under the relative data dir: %v", err)
 	}
 }
+
+// TestAdaptiveGC: with $GOGC unset the server adapts its GC target to its
+// live heap once ready (internal/gctune; an idle server's heap is far
+// below the headroom budget, so it runs at the maximum, 100); a GOGC the
+// user set is kept.
+func TestAdaptiveGC(t *testing.T) {
+	t.Parallel()
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GOGC=") {
+			env = append(env, e)
+		}
+	}
+	start := func(name string, env []string) *testserver.Server {
+		port, err := testserver.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), name)
+		s := &testserver.Server{Bin: skiffBin, Args: []string{"--debug"}, Env: env, DataDir: dir,
+			Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log")}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Stop)
+		return s
+	}
+	adaptive := start("adaptive", env)
+	user := start("user", append(env[:len(env):len(env)], "GOGC=75"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(adaptive.Log)
+		if strings.Contains(string(b), `msg="GC target" GOGC=100`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no `GC target GOGC=100` debug line in the server log:\n%s", adaptive.Tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The tuner's first line comes before the server writes its
+	// kubeconfig, which Start waited for.
+	if b, _ := os.ReadFile(user.Log); strings.Contains(string(b), `msg="GC target"`) {
+		t.Fatalf("the server with GOGC=75 set its own GC target:\n%s", user.Tail())
+	}
+}

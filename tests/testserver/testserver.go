@@ -47,6 +47,8 @@ type Server struct {
 	Kubeconfig string
 	Port       int
 	Log        string
+	// Env, if set, is the server's environment (default: the test's).
+	Env []string
 	// Bin is the skiff binary; Args are extra `skiff server` flags.
 	Bin  string
 	Args []string
@@ -105,6 +107,7 @@ func (s *Server) Start() error {
 	}
 	args = append(args, s.Args...)
 	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Env = s.Env
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
