@@ -33,8 +33,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/skiff-sh/skiff/internal/hostip"
 	"github.com/skiff-sh/skiff/internal/gctune"
+	"github.com/skiff-sh/skiff/internal/hostip"
 	"github.com/skiff-sh/skiff/internal/memtrim"
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
