@@ -101,11 +101,10 @@ func (t *tuner) arm() {
 	})
 }
 
-var liveMetric = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-
-// adjust runs on the finalizer goroutine, one call at a time.
+// adjust runs in Run, then on the finalizer goroutine, one call at a time
+// (SetFinalizer is synchronized before the finalizer's call).
 func (t *tuner) adjust() {
-	s := []metrics.Sample{liveMetric[0]}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		return
