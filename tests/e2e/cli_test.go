@@ -163,13 +163,11 @@ func TestAdaptiveGC(t *testing.T) {
 		}
 	}
 	start := func(name string, env []string) *testserver.Server {
-		port, err := testserver.FreePort()
+		s, err := testserver.New(skiffBin, filepath.Join(t.TempDir(), name), "--debug")
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := filepath.Join(t.TempDir(), name)
-		s := &testserver.Server{Bin: skiffBin, Args: []string{"--debug"}, Env: env, DataDir: dir,
-			Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log")}
+		s.Env = env
 		if err := s.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -69,24 +69,33 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// StartServer starts skiff server with its state in dir and waits for the
-// kubeconfig it writes once the API is ready.
-func StartServer(bin, dir string, args ...string) (*Server, error) {
+// New describes a skiff server with its state in dir on a free port,
+// without starting it (set Env or Agent, then Start).
+func New(bin, dir string, args ...string) (*Server, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Bin: bin, Args: args, DataDir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log")}
+	return &Server{Bin: bin, Args: args, DataDir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log")}, nil
+}
+
+// StartServer starts skiff server with its state in dir and waits for the
+// kubeconfig it writes once the API is ready.
+func StartServer(bin, dir string, args ...string) (*Server, error) {
+	s, err := New(bin, dir, args...)
+	if err != nil {
+		return nil, err
+	}
 	return s, s.Start()
 }
 
 // StartAgentServer is StartServer with the server's own node agent.
 func StartAgentServer(bin, dir string, args ...string) (*Server, error) {
-	port, err := FreePort()
+	s, err := New(bin, dir, args...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Bin: bin, Args: args, DataDir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: port, Log: filepath.Join(dir, "server.log"), Agent: true}
+	s.Agent = true
 	return s, s.Start()
 }
 
