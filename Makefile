@@ -18,12 +18,18 @@ UNIT_DIRS := . ./internal/... ./server/... ./agent/... ./embedded/... ./images/.
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all assets build dist test unit e2e e2e-slow bench fuzz clean
+.PHONY: all modules assets build dist test unit e2e e2e-slow bench fuzz clean
 
 all: build
 
+# The upstream modules Skiff patches (third_party/patches): go.mod replaces
+# each with its patched copy under .build/modules, which this makes. Every
+# go command of this module needs it first.
+modules:
+	GO=$(GO) ./scripts/patch-modules.sh
+
 # runc, the shim, CNI plugins and Skiff's images, embedded in the binary.
-assets:
+assets: modules
 	GO=$(GO) ./scripts/build-assets.sh
 
 build: assets
@@ -38,7 +44,7 @@ dist: build
 
 test: build unit e2e
 
-unit:
+unit: modules
 	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
 	cd embedded/build && $(GO) test $(TEST_FLAGS) ./shim
 
@@ -61,8 +67,8 @@ bench-agent: dist
 	SKIFF_BIN=$(CURDIR)/$(BIN) SKIFF_DIST=$(CURDIR)/$(DIST) BENCH_AGENT=only ./scripts/bench.sh
 
 clean:
-	rm -rf bin
-fuzz:
+	rm -rf bin .build
+fuzz: modules
 	for f in FuzzDecodeRecord FuzzDecodeLog FuzzSplitHistKey; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime=30s ./server/storage/bolt/ || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime=30s ./embedded/sfx/

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/skiff-sh/skiff/tests/testserver"
 )
 
 func clientset(t *testing.T, protobuf bool) *kubernetes.Clientset {
@@ -400,6 +403,84 @@ func TestWatchUnderWriteStorm(t *testing.T) {
 			}
 			sort.Strings(missing)
 			t.Fatalf("timed out: %d acknowledged writes never seen, e.g. %v", len(missing), missing[:min(5, len(missing))])
+		}
+	}
+}
+
+// TestWatchOutlastsStalledReader: a collection watch whose reader stalls
+// through a burst keeps its events instead of being closed by the watch
+// cache. On a fresh server, upstream gives a watch room for 10 events
+// beyond what HTTP/2 flow control holds (~4 MB), so the burst below (150
+// ConfigMaps of 100 KB, ~62 of which fit) closes it; Skiff's patch to the
+// cacher (third_party/patches/k8s.io/apiserver) gives collection watches
+// room for 100 (1000 for pods), which is what keeps a busy 2-core server's
+// informers from being closed and sent everything again.
+func TestWatchOutlastsStalledReader(t *testing.T) {
+	t.Parallel()
+	// A fresh server: the watch cache sizes channels from the event rate
+	// seen so far, which the shared server's other tests would raise.
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "srv"), "--disable-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	cfg := s.RESTConfig(t)
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ns := "stalled"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	const n = 150
+	value := strings.Repeat("x", 100<<10)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := i; j < n; j += 4 {
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("big-%03d", j)}, Data: map[string]string{"v": value}}
+				if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	// Past the cacher's dispatch budget (at most 100 ms) with nothing read.
+	time.Sleep(time.Second)
+	seen := map[string]bool{}
+	for len(seen) < n {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("the watch was closed after %d of %d events", len(seen), n)
+			}
+			cm, ok := ev.Object.(*corev1.ConfigMap)
+			if !ok {
+				t.Fatalf("unexpected watch event %s %#v", ev.Type, ev.Object)
+			}
+			if strings.HasPrefix(cm.Name, "big-") {
+				seen[cm.Name] = true
+			}
+		case <-ctx.Done():
+			t.Fatalf("saw %d of %d events before the deadline", len(seen), n)
 		}
 	}
 }
