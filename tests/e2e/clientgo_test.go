@@ -301,13 +301,10 @@ func TestClientGoLeaderElection(t *testing.T) {
 	}
 }
 
-// TestWatchUnderWriteStorm checks that a watch sees every acknowledged write
-// exactly once, in resourceVersion order, while 16 writers hammer the store.
-func TestWatchUnderWriteStorm(t *testing.T) {
-	ns := namespace(t)
-	cs := clientset(t, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// watchConfigMapsFromNow watches ns's ConfigMaps from the revision of a
+// LIST, so that every event is of a write after it.
+func watchConfigMapsFromNow(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string) watch.Interface {
+	t.Helper()
 	list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +313,17 @@ func TestWatchUnderWriteStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// TestWatchUnderWriteStorm checks that a watch sees every acknowledged write
+// exactly once, in resourceVersion order, while 16 writers hammer the store.
+func TestWatchUnderWriteStorm(t *testing.T) {
+	ns := namespace(t)
+	cs := clientset(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := watchConfigMapsFromNow(ctx, t, cs, ns)
 	defer w.Stop()
 
 	const writers, perWriter = 16, 40
@@ -435,14 +443,7 @@ func TestWatchOutlastsStalledReader(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchConfigMapsFromNow(ctx, t, cs, ns)
 	defer w.Stop()
 
 	const n = 150
