@@ -16,7 +16,9 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 # in race mode would cost minutes and test nothing.
 UNIT_DIRS := . ./internal/... ./server/... ./agent/... ./embedded/... ./images/... ./scripts/...
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
-TEST_FLAGS ?= -race -count=1
+# -trimpath keeps the build cache valid across checkouts: the patched
+# modules live under each checkout's .build (see modules).
+TEST_FLAGS ?= -race -trimpath -count=1
 
 .PHONY: all modules assets build dist test unit e2e e2e-slow bench fuzz clean
 
