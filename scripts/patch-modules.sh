@@ -7,17 +7,14 @@
 # run it first). Idempotent: a stamp holds the module version and the
 # patches' checksum, and the copy is remade when either changes.
 #
-# A patch is kept only while upstream lacks what it does; each says why at
-# its top. To update a module: bump the version below and in go.mod, then
-# refresh the patches until they apply (git apply fails loudly otherwise).
+# The patched modules are the directories of third_party/patches holding
+# patches; each is patched at the version go.mod requires. A patch is kept
+# only while upstream lacks what it does; each says why at its top. To
+# update a module: bump it in go.mod, then refresh its patches until they
+# apply (git apply fails loudly otherwise).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 GO=${GO:-go}
-
-# patched module and version (the version go.mod asks for)
-modules=(
-	"k8s.io/apiserver v0.37.2"
-)
 
 patch_module() { # module version
 	local mod=$1 ver=$2
@@ -53,7 +50,12 @@ patch_module() { # module version
 	echo "patch-modules: $mod@$ver patched ($(ls "$pdir"/*.patch | wc -l) patches)" >&2
 }
 
-for m in "${modules[@]}"; do
-	# shellcheck disable=SC2086 # "module version" splits on purpose
-	patch_module $m
+for mod in $(cd "$root/third_party/patches" && find . -name '*.patch' -exec dirname {} \; | sed 's|^\./||' | sort -u); do
+	# The require line (tab, module, version); replace lines start "replace".
+	ver=$(awk -v m="$mod" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$root/go.mod")
+	if [ -z "$ver" ]; then
+		echo "patch-modules: go.mod does not require $mod, which third_party/patches patches" >&2
+		exit 1
+	fi
+	patch_module "$mod" "$ver"
 done
