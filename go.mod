@@ -331,6 +331,8 @@ replace k8s.io/kubectl => k8s.io/kubectl v0.37.2
 
 replace k8s.io/kubelet => k8s.io/kubelet v0.37.2
 
+replace k8s.io/kubernetes => ./.build/modules/k8s.io/kubernetes
+
 replace k8s.io/metrics => k8s.io/metrics v0.37.2
 
 replace k8s.io/mount-utils => k8s.io/mount-utils v0.37.2

@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -38,6 +39,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/memtrim"
 	"github.com/skiff-sh/skiff/server/apiserver"
 	"github.com/skiff-sh/skiff/server/controllers"
+	"github.com/skiff-sh/skiff/server/informerpool"
 	"github.com/skiff-sh/skiff/server/join"
 	"github.com/skiff-sh/skiff/server/leader"
 	"github.com/skiff-sh/skiff/server/localpath"
@@ -337,10 +339,22 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 		}
 		return path, nil
 	}
+	// One informer factory serves the controller manager and the
+	// scheduler (informerpool), listing and watching as the controller
+	// manager; without a controller manager the scheduler makes its own.
+	var pool *informerpool.Pool
 	if !c.DisableControllerManager {
 		kc, err := kubeconfig("controller", "system:kube-controller-manager")
 		if err != nil {
 			return nil, err
+		}
+		rc, err := clientcmd.BuildConfigFromFlags("", kc)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		rc.QPS, rc.Burst = controlLoopQPS, 2*controlLoopQPS
+		if pool, err = informerpool.New(ctx, rc); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
 		}
 		go func() {
 			errc <- leader.Run(ctx, kc, leaseControllerManager, leader.Default, func(ctx context.Context) error {
@@ -357,7 +371,7 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 					QPS:                    controlLoopQPS,
 					Burst:                  2 * controlLoopQPS,
 					ExtraArgs:              c.ControllerManagerArgs,
-					Built:                  built,
+					Informers:              pool.ControllerManager(built),
 				})
 			})
 		}()
@@ -386,9 +400,14 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 		if err != nil {
 			return nil, err
 		}
+		var shared informers.SharedInformerFactory
+		if pool != nil {
+			shared = pool.Scheduler()
+		}
 		go func() {
 			errc <- leader.Run(ctx, kc, leaseScheduler, leader.Default, func(ctx context.Context) error {
 				return scheduler.Run(ctx, scheduler.Config{
+					Informers:  shared,
 					StateDir:   filepath.Join(c.serverDir(), "scheduler"),
 					Kubeconfig: kc,
 					QPS:        controlLoopQPS,
@@ -599,8 +618,9 @@ func labelControlPlane(ctx context.Context, log *slog.Logger, client kubernetes.
 // controllers' has no node name: a kubelet in the same process must
 // initialize its plugins after them, or its CSINode never initializes
 // (and the kubelet exits after ~140 s). built is closed when the
-// controllers start (controllers.Config.Built): the exact point, on a
-// first start as on a restart.
+// controllers start (the first Start of the controller manager's
+// informerpool factory): the exact point, on a first start as on a
+// restart.
 func waitVolumeControllers(ctx context.Context, log *slog.Logger, built <-chan struct{}) {
 	select {
 	case <-built:

@@ -17,14 +17,11 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/informers"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 )
@@ -52,10 +49,10 @@ type Config struct {
 	Burst int
 	// ExtraArgs are appended kube-controller-manager flags (--name=value).
 	ExtraArgs []string
-	// Built, if set, is called once every controller has been constructed
-	// (their volume plugins initialised) and the controllers start: see
-	// builtSignal.
-	Built func()
+	// Informers, if set, is the controllers' shared informer factory
+	// (server/informerpool's, shared with the scheduler); unset, the
+	// controller manager makes its own.
+	Informers informers.SharedInformerFactory
 }
 
 func (c Config) args() []string {
@@ -120,22 +117,14 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("controllers: config: %w", err)
 	}
-	// The VAP status controller's informers start at once: they must not
-	// pass builtSignal, so its client configuration is copied without it.
-	vapKubeconfig := rest.CopyConfig(cfg.Kubeconfig)
-	if c.Built != nil {
-		var once sync.Once
-		cfg.Kubeconfig.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-			return builtSignal{next: rt, fire: func() { once.Do(c.Built) }}
-		})
-	}
+	cfg.SharedInformers = c.Informers
 	// The controller manager and the VAP status controller run together:
 	// either ending ends both, and the first to end gives the error.
 	cc := cfg.Complete()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 2)
-	go func() { done <- runVAPStatus(runCtx, cc, vapKubeconfig) }()
+	go func() { done <- runVAPStatus(runCtx, cc, cfg.Kubeconfig) }()
 	go func() { done <- app.Run(runCtx, cc) }()
 	err = <-done
 	cancel()
@@ -144,42 +133,4 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("controllers: %w", err)
 	}
 	return nil
-}
-
-// builtSignal watches the controller manager's requests for the moment its
-// controllers are all constructed. Upstream's Run builds every controller
-// (BuildControllers), then starts the shared informers (clients with the
-// user agent suffixes below), then runs the controllers; before that the
-// informers' client only asks /healthz. So the informers' first other
-// request means construction is over, whatever the order of the
-// controllers and however long a restart takes. The server's kubelet
-// waits for it: its CSI volume plugin must initialise after the
-// controllers' (see server.Config.VolumeControllersStarted).
-type builtSignal struct {
-	next http.RoundTripper
-	fire func()
-}
-
-// informerAgents end the user agents of the controller manager's informer
-// clients (rest.AddUserAgent(cfg, "shared-informers") upstream).
-var informerAgents = []string{"/shared-informers", "/metadata-informers"}
-
-func (b builtSignal) RoundTrip(r *http.Request) (*http.Response, error) {
-	if informerRequest(r) {
-		b.fire()
-	}
-	return b.next.RoundTrip(r)
-}
-
-func informerRequest(r *http.Request) bool {
-	if r.URL.Path == "/healthz" {
-		return false
-	}
-	ua := r.Header.Get("User-Agent")
-	for _, s := range informerAgents {
-		if strings.HasSuffix(ua, s) {
-			return true
-		}
-	}
-	return false
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
@@ -30,6 +31,11 @@ type Config struct {
 	Burst int
 	// ExtraArgs are appended kube-scheduler flags (--name=value).
 	ExtraArgs []string
+	// Informers, if set, is the shared informer factory to use (one
+	// shared with the controller manager: server/informerpool's scheduler
+	// view, whose pod informer holds only pods that are not terminal);
+	// unset, the scheduler makes its own.
+	Informers informers.SharedInformerFactory
 }
 
 // config is a KubeSchedulerConfiguration: upstream defaults except the
@@ -69,6 +75,7 @@ func Run(ctx context.Context, c Config) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
+	opts.InformerFactory = c.Informers
 	if opts.InformerName == nil {
 		name, err := cache.NewInformerName("kube-scheduler")
 		if err != nil {

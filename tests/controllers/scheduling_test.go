@@ -137,6 +137,55 @@ func TestSchedulingInsufficientCPU(t *testing.T) {
 	}
 }
 
+// TestSchedulingTerminalPodsFreeResources: a pod that has finished
+// (Succeeded or Failed) holds nothing on its node, as upstream's scheduler
+// sees it. Skiff's scheduler shares the controller manager's pod informer,
+// which keeps finished pods, through a view that leaves them out
+// (server/informerpool); without that view the third pod below would
+// find the node's CPU taken.
+func TestSchedulingTerminalPodsFreeResources(t *testing.T) {
+	t.Parallel()
+	_, poolName := pool(t, 1, nodesim.Config{Capacity: v1.ResourceList{
+		v1.ResourceCPU:              resource.MustParse("2"),
+		v1.ResourceMemory:           resource.MustParse("4Gi"),
+		v1.ResourcePods:             resource.MustParse("110"),
+		v1.ResourceEphemeralStorage: resource.MustParse("10Gi"),
+	}})
+	ns := namespace(t)
+	cs := admin(t)
+	for _, tc := range []struct {
+		name, exit string
+		phase      v1.PodPhase
+	}{
+		{"succeeds", "0", v1.PodSucceeded},
+		{"fails", "1", v1.PodFailed},
+	} {
+		// Each takes the node's whole CPU while it runs.
+		wlApply(t, ns, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  annotations: {%s: "1", %s: %q}
+spec:
+  restartPolicy: Never
+  nodeSelector: {pool: %s}
+  containers:
+  - name: c
+    image: %s
+    resources: {requests: {cpu: "2"}}
+`, tc.name, nodesim.AnnotationRunSeconds, nodesim.AnnotationExitCode, tc.exit, poolName, wlImage))
+		waitFor(t, 60*time.Second, "pod "+tc.name+" "+string(tc.phase), func() (bool, error) {
+			p, err := cs.CoreV1().Pods(ns).Get(context.Background(), tc.name, metav1.GetOptions{})
+			return err == nil && p.Status.Phase == tc.phase, err
+		})
+	}
+	wlApply(t, ns, wlPod("next", poolName, "2", ""))
+	if p := wlWaitScheduled(t, cs, ns, "next"); !strings.HasPrefix(p.Spec.NodeName, poolName) {
+		t.Fatalf("pod next on %q, not in pool %s", p.Spec.NodeName, poolName)
+	}
+}
+
 func TestSchedulingTaints(t *testing.T) {
 	t.Parallel()
 	_, poolName := pool(t, 2, nodesim.Config{Taints: []v1.Taint{{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}}})

@@ -1,0 +1,179 @@
+// Package informerpool gives the control loops that run in the server
+// process, upstream's kube-controller-manager and kube-scheduler, one
+// client-go shared informer factory, so each resource is listed, watched,
+// decoded and kept once instead of once per component (at 30,000 pods the
+// scheduler's second copy of every pod alone was ~270 MB).
+//
+// The controller manager gets the factory itself. The scheduler gets a view
+// whose pod informer holds only pods that are not terminal, which is what
+// upstream's scheduler informer holds through its field selector
+// (status.phase!=Succeeded,status.phase!=Failed): to the scheduler's
+// handlers a pod turning terminal is deleted, and its listers do not find
+// it. Both hand the factory to upstream through Skiff's patch to
+// k8s.io/kubernetes (third_party/patches).
+//
+// The pool owns the informers: they run from the first component's Start
+// until the pool's context ends, whatever the components' own contexts.
+// That fits the server, which ends when either component ends (a lost
+// lease included); components that restart within one process would need
+// a pool per run.
+package informerpool
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/informers/core"
+	corev1informers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/informers/internalinterfaces"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Name identifies the pool's informers in client-go's informer metrics.
+const Name = "skiff-control-loops"
+
+// Pool is one shared informer factory for the in-process control loops.
+type Pool struct {
+	ctx     context.Context
+	factory informers.SharedInformerFactory
+}
+
+// New makes a pool whose informers list and watch as cfg's identity
+// (which must be allowed to list and watch everything the components
+// read: the controller manager's is) and run until ctx ends. Objects are
+// kept without managedFields, as both components' own factories do.
+func New(ctx context.Context, cfg *rest.Config) (*Pool, error) {
+	cfg = rest.CopyConfig(cfg)
+	// Both components' informers ask for protobuf.
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cfg = rest.AddUserAgent(cfg, "shared-informers")
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("informerpool: %w", err)
+	}
+	return newPool(ctx, client, Name)
+}
+
+func newPool(ctx context.Context, client kubernetes.Interface, informerName string) (*Pool, error) {
+	name, err := cache.NewInformerName(informerName)
+	if err != nil {
+		return nil, fmt.Errorf("informerpool: %w", err)
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(client, resyncPeriod(),
+		informers.WithTransform(dropManagedFields), informers.WithInformerName(name))
+	go func() {
+		<-ctx.Done()
+		f.Shutdown()
+	}()
+	return &Pool{ctx: ctx, factory: f}, nil
+}
+
+// resyncPeriod is the controller manager's default: a random period
+// between --min-resync-period (12 h) and twice that, so components'
+// resyncs do not line up.
+func resyncPeriod() time.Duration {
+	const min = 12 * time.Hour
+	return min + time.Duration(rand.Int64N(int64(min)))
+}
+
+// dropManagedFields is upstream's transform for both components'
+// informers: neither reads managedFields.
+func dropManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// ControllerManager is the controller manager's factory. started is
+// called once, at its first Start: upstream's Run starts the informers
+// right after building every controller.
+func (p *Pool) ControllerManager(started func()) informers.SharedInformerFactory {
+	return &owned{SharedInformerFactory: p.factory, ctx: p.ctx, started: started}
+}
+
+// Scheduler is the scheduler's factory: the pool's, except that its pod
+// informer holds only pods that are not terminal.
+func (p *Pool) Scheduler() informers.SharedInformerFactory {
+	return &schedulerView{
+		owned: owned{SharedInformerFactory: p.factory, ctx: p.ctx},
+		pods:  newActivePods(p.factory.Core().V1().Pods()),
+	}
+}
+
+// owned is the factory as a component sees it: Start runs informers for
+// the pool's lifetime, and Shutdown is the pool's business.
+type owned struct {
+	informers.SharedInformerFactory
+	ctx     context.Context
+	started func()
+	once    sync.Once
+}
+
+func (o *owned) Start(<-chan struct{}) {
+	o.SharedInformerFactory.Start(o.ctx.Done())
+	if o.started != nil {
+		o.once.Do(o.started)
+	}
+}
+
+func (o *owned) Shutdown() {}
+
+// schedulerView replaces the pod informer wherever the scheduler can ask
+// for it.
+type schedulerView struct {
+	owned
+	pods *activePods
+}
+
+var podResource = corev1.SchemeGroupVersion.WithResource("pods")
+
+func (v *schedulerView) Core() core.Interface { return viewCore{v.owned.Core(), v.pods} }
+
+func (v *schedulerView) InformerFor(obj runtime.Object, newFunc internalinterfaces.NewInformerFunc) cache.SharedIndexInformer {
+	if _, ok := obj.(*corev1.Pod); ok {
+		return v.pods.Informer()
+	}
+	return v.owned.InformerFor(obj, newFunc)
+}
+
+func (v *schedulerView) ForResource(r schema.GroupVersionResource) (informers.GenericInformer, error) {
+	if r == podResource {
+		return genericPods{v.pods}, nil
+	}
+	return v.owned.ForResource(r)
+}
+
+type viewCore struct {
+	core.Interface
+	pods *activePods
+}
+
+func (c viewCore) V1() corev1informers.Interface { return viewCoreV1{c.Interface.V1(), c.pods} }
+
+type viewCoreV1 struct {
+	corev1informers.Interface
+	pods *activePods
+}
+
+func (c viewCoreV1) Pods() corev1informers.TypedPodInformer { return c.pods }
+
+type genericPods struct{ pods *activePods }
+
+func (g genericPods) Informer() cache.SharedIndexInformer { return g.pods.Informer() }
+
+func (g genericPods) Lister() cache.GenericLister {
+	return cache.NewGenericLister(g.pods.informer.GetIndexer(), podResource.GroupResource())
+}

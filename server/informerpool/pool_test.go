@@ -1,0 +1,241 @@
+package informerpool
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+)
+
+func pod(name string, phase corev1.PodPhase) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", ResourceVersion: "1",
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}},
+		Status: corev1.PodStatus{Phase: phase},
+	}
+}
+
+// recorder is a handler that records what it is told, as "add x",
+// "update x", "delete x".
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func name(obj any) string {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return "tombstone:" + name(t.Obj)
+	}
+	return obj.(*corev1.Pod).Name
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, s)
+}
+func (r *recorder) OnAdd(obj any, _ bool)  { r.add("add " + name(obj)) }
+func (r *recorder) OnUpdate(_, newObj any) { r.add("update " + name(newObj)) }
+func (r *recorder) OnDelete(obj any)       { r.add("delete " + name(obj)) }
+func (r *recorder) seen() []string         { r.mu.Lock(); defer r.mu.Unlock(); return slices.Clone(r.events) }
+
+// TestActiveHandler: the notifications a field-selected informer
+// (status.phase!=Succeeded,status.phase!=Failed) would send.
+func TestActiveHandler(t *testing.T) {
+	running, pending := pod("p", corev1.PodRunning), pod("p", corev1.PodPending)
+	done, failed := pod("p", corev1.PodSucceeded), pod("p", corev1.PodFailed)
+	for _, tc := range []struct {
+		name string
+		send func(cache.ResourceEventHandler)
+		want []string
+	}{
+		{"add running", func(h cache.ResourceEventHandler) { h.OnAdd(running, true) }, []string{"add p"}},
+		{"add succeeded", func(h cache.ResourceEventHandler) { h.OnAdd(done, true) }, nil},
+		{"add failed", func(h cache.ResourceEventHandler) { h.OnAdd(failed, false) }, nil},
+		{"pending to running", func(h cache.ResourceEventHandler) { h.OnUpdate(pending, running) }, []string{"update p"}},
+		{"running to succeeded", func(h cache.ResourceEventHandler) { h.OnUpdate(running, done) }, []string{"delete p"}},
+		{"running to failed", func(h cache.ResourceEventHandler) { h.OnUpdate(running, failed) }, []string{"delete p"}},
+		{"succeeded resync", func(h cache.ResourceEventHandler) { h.OnUpdate(done, done) }, nil},
+		{"failed to running", func(h cache.ResourceEventHandler) { h.OnUpdate(failed, running) }, []string{"add p"}},
+		{"delete running", func(h cache.ResourceEventHandler) { h.OnDelete(running) }, []string{"delete p"}},
+		{"delete succeeded", func(h cache.ResourceEventHandler) { h.OnDelete(done) }, nil},
+		{"tombstone running", func(h cache.ResourceEventHandler) {
+			h.OnDelete(cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: running})
+		}, []string{"delete tombstone:p"}},
+		{"tombstone failed", func(h cache.ResourceEventHandler) {
+			h.OnDelete(cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: failed})
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &recorder{}
+			tc.send(activeHandler{r})
+			if got := r.seen(); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestActiveIndexer: every read of the store, index and lister leaves
+// terminal pods out.
+func TestActiveIndexer(t *testing.T) {
+	all := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{
+		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
+	})
+	for _, p := range []*corev1.Pod{pod("a", corev1.PodRunning), pod("b", corev1.PodSucceeded), pod("c", corev1.PodPending), pod("d", corev1.PodFailed)} {
+		if err := all.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := activeIndexer{all}
+	names := func(objs []any) []string {
+		var out []string
+		for _, o := range objs {
+			out = append(out, name(o))
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"a", "c"}
+	if got := names(x.List()); !slices.Equal(got, want) {
+		t.Errorf("List: %q, want %q", got, want)
+	}
+	keys := x.ListKeys()
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{"ns/a", "ns/c"}) {
+		t.Errorf("ListKeys: %q", keys)
+	}
+	objs, err := x.ByIndex(cache.NamespaceIndex, "ns")
+	if got := names(objs); err != nil || !slices.Equal(got, want) {
+		t.Errorf("ByIndex: %q, %v", got, err)
+	}
+	objs, err = x.Index(cache.NamespaceIndex, pod("any", ""))
+	if got := names(objs); err != nil || !slices.Equal(got, want) {
+		t.Errorf("Index: %q, %v", got, err)
+	}
+	ikeys, err := x.IndexKeys(cache.NamespaceIndex, "ns")
+	slices.Sort(ikeys)
+	if err != nil || !slices.Equal(ikeys, []string{"ns/a", "ns/c"}) {
+		t.Errorf("IndexKeys: %q, %v", ikeys, err)
+	}
+	for key, exists := range map[string]bool{"ns/a": true, "ns/b": false, "ns/c": true, "ns/d": false, "ns/none": false} {
+		obj, ok, err := x.GetByKey(key)
+		if err != nil || ok != exists || (obj != nil) != exists {
+			t.Errorf("GetByKey(%s) = %v, %v, %v; want exists %v", key, obj, ok, err, exists)
+		}
+	}
+	if _, ok, _ := x.Get(pod("b", corev1.PodRunning)); ok {
+		t.Error("Get found terminal pod b")
+	}
+	lister := (&activePods{informer: &activeInformer{indexer: x}}).Lister()
+	if _, err := lister.Pods("ns").Get("d"); err == nil {
+		t.Error("lister found terminal pod d")
+	}
+	ps, err := lister.Pods("ns").List(labels.Everything())
+	if err != nil || len(ps) != 2 {
+		t.Errorf("lister List: %d pods, %v; want 2", len(ps), err)
+	}
+}
+
+// TestPoolViews runs the pool on a fake clientset: both components share
+// each informer, the scheduler's pods leave terminal pods out, and the
+// informers outlive the Start caller's stop channel (the pool's context
+// ends them).
+func TestPoolViews(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	client := fake.NewClientset(pod("run", corev1.PodRunning), pod("done", corev1.PodSucceeded))
+	p, err := newPool(ctx, client, t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := 0
+	cm := p.ControllerManager(func() { started++ })
+	sched := p.Scheduler()
+
+	if cm.Core().V1().Nodes().Informer().GetIndexer() != sched.Core().V1().Nodes().Informer().GetIndexer() {
+		t.Error("the components have different node informers")
+	}
+	cmPods := cm.Core().V1().Pods()
+	schedPods := sched.Core().V1().Pods()
+	if got := sched.InformerFor(&corev1.Pod{}, nil); got != schedPods.Informer() {
+		t.Error("the scheduler's InformerFor(Pod) is not its filtered pod informer")
+	}
+	gi, err := sched.ForResource(podResource)
+	if err != nil || gi.Informer() != schedPods.Informer() {
+		t.Errorf("the scheduler's ForResource(pods) is not its filtered pod informer: %v", err)
+	}
+	r := &recorder{}
+	if _, err := schedPods.Informer().AddEventHandler(r); err != nil {
+		t.Fatal(err)
+	}
+	// The scheduler's DRA plugin adds its index once per run; again must
+	// not fail.
+	idx := cache.Indexers{"by-name": func(obj any) ([]string, error) { return []string{name(obj)}, nil }}
+	for i := range 2 {
+		if err := schedPods.Informer().AddIndexers(idx); err != nil {
+			t.Fatalf("AddIndexers #%d: %v", i+1, err)
+		}
+	}
+
+	stopped := make(chan struct{})
+	close(stopped)
+	cm.Start(stopped)
+	sched.Start(stopped)
+	cm.Shutdown()
+	if started != 1 {
+		t.Fatalf("started called %d times, want 1", started)
+	}
+	for typ, ok := range cm.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatalf("%v did not sync", typ)
+		}
+	}
+
+	if all, _ := cmPods.Lister().List(labels.Everything()); len(all) != 2 {
+		t.Errorf("controller manager sees %d pods, want 2", len(all))
+	}
+	if act, _ := schedPods.Lister().List(labels.Everything()); len(act) != 1 || act[0].Name != "run" {
+		t.Errorf("scheduler sees %v, want only run", act)
+	}
+	if objs, _ := schedPods.Informer().GetIndexer().ByIndex("by-name", "done"); len(objs) != 0 {
+		t.Errorf("scheduler's index finds terminal pod: %v", objs)
+	}
+	if pods := cmPods.Informer().GetStore().List(); len(pods) == 2 && len(pods[0].(*corev1.Pod).ManagedFields) != 0 {
+		t.Error("managedFields kept")
+	}
+
+	// The pod finishing is a delete to the scheduler; the informers run
+	// although the Start callers' stop channel was closed.
+	finished := pod("run", corev1.PodSucceeded)
+	if _, err := client.CoreV1().Pods("ns").UpdateStatus(ctx, finished, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add run", "delete run"}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return slices.Equal(r.seen(), want), nil
+	}); err != nil {
+		t.Fatalf("scheduler handler saw %q, want %q", r.seen(), want)
+	}
+	if act, _ := schedPods.Lister().List(labels.Everything()); len(act) != 0 {
+		t.Errorf("scheduler still sees %v", act)
+	}
+	if err := schedPods.Informer().SetTransform(nil); err == nil {
+		t.Error("SetTransform on the shared pod informer was accepted")
+	}
+	cancel()
+	if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return cmPods.Informer().IsStopped(), nil
+	}); err != nil {
+		t.Fatal(fmt.Errorf("pod informer still running after the pool's context ended: %w", err))
+	}
+}
