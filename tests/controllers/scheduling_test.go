@@ -137,6 +137,17 @@ func TestSchedulingInsufficientCPU(t *testing.T) {
 	}
 }
 
+// smallNode is a pool of one node with cpu CPUs, 4Gi of memory and room
+// for 110 pods.
+func smallNode(t *testing.T, cpu string) (*nodesim.Sim, string) {
+	t.Helper()
+	return pool(t, 1, nodesim.Config{Capacity: v1.ResourceList{
+		v1.ResourceCPU:    resource.MustParse(cpu),
+		v1.ResourceMemory: resource.MustParse("4Gi"),
+		v1.ResourcePods:   resource.MustParse("110"),
+	}})
+}
+
 // TestSchedulingTerminalPodsFreeResources: a pod that has finished
 // (Succeeded or Failed) holds nothing on its node, as upstream's scheduler
 // sees it. Skiff's scheduler shares the controller manager's pod informer,
@@ -145,12 +156,7 @@ func TestSchedulingInsufficientCPU(t *testing.T) {
 // find the node's CPU taken.
 func TestSchedulingTerminalPodsFreeResources(t *testing.T) {
 	t.Parallel()
-	_, poolName := pool(t, 1, nodesim.Config{Capacity: v1.ResourceList{
-		v1.ResourceCPU:              resource.MustParse("2"),
-		v1.ResourceMemory:           resource.MustParse("4Gi"),
-		v1.ResourcePods:             resource.MustParse("110"),
-		v1.ResourceEphemeralStorage: resource.MustParse("10Gi"),
-	}})
+	_, poolName := smallNode(t, "2")
 	ns := namespace(t)
 	cs := admin(t)
 	for _, tc := range []struct {
@@ -313,11 +319,7 @@ spec:
 
 func TestSchedulingPreemption(t *testing.T) {
 	t.Parallel()
-	sim, poolName := pool(t, 1, nodesim.Config{Capacity: v1.ResourceList{
-		v1.ResourceCPU:    resource.MustParse("1"),
-		v1.ResourceMemory: resource.MustParse("4Gi"),
-		v1.ResourcePods:   resource.MustParse("110"),
-	}})
+	sim, poolName := smallNode(t, "1")
 	ns := namespace(t)
 	cs := admin(t)
 	low, high := ns+"-low", ns+"-high"
