@@ -124,7 +124,7 @@ func Run(ctx context.Context, c Config) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 2)
-	go func() { done <- runVAPStatus(runCtx, cc, cfg.Kubeconfig) }()
+	go func() { done <- runVAPStatus(runCtx, cc) }()
 	go func() { done <- app.Run(runCtx, cc) }()
 	err = <-done
 	cancel()

@@ -68,7 +68,8 @@ func vapStatusEnabled(controllers []string) bool {
 // generated definition, though policies are checked only when they change.
 // Clients are retried until ctx ends (the controller manager waits for the
 // API server the same way); only a configuration error is returned.
-func runVAPStatus(ctx context.Context, cc *config.CompletedConfig, kubeconfig *restclient.Config) error {
+func runVAPStatus(ctx context.Context, cc *config.CompletedConfig) error {
+	kubeconfig := cc.Kubeconfig
 	if !vapStatusEnabled(cc.ComponentConfig.Generic.Controllers) {
 		<-ctx.Done()
 		return nil
