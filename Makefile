@@ -16,6 +16,9 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 # in race mode would cost minutes and test nothing.
 UNIT_DIRS := . ./internal/... ./server/... ./agent/... ./embedded/... ./images/... ./scripts/...
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
+# Upstream packages Skiff patches whose patches add tests (named TestSkiff*,
+# in third_party/patches).
+PATCH_TEST_PKGS := k8s.io/apiserver/pkg/storage/cacher
 # -trimpath keeps the build cache valid across checkouts: the patched
 # modules live under each checkout's .build (see modules).
 TEST_FLAGS ?= -race -trimpath -count=1
@@ -48,6 +51,7 @@ test: build unit e2e
 
 unit: modules
 	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
+	$(GO) test $(TEST_FLAGS) -run '^TestSkiff' $(PATCH_TEST_PKGS)
 	cd embedded/build && $(GO) test $(TEST_FLAGS) ./shim
 
 e2e: build

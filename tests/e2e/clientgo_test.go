@@ -485,3 +485,106 @@ func TestWatchOutlastsStalledReader(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchHistoryReleasedAfterBurst: once a burst of events is older than
+// the watch cache's fresh-event window (75 s), the cache lets go of it
+// (Skiff's patch to k8s.io/apiserver, 0002): the history shrinks to its
+// newest 100 events, a watch from inside the window still resumes, and one
+// from the expired part gets 410 Gone. Upstream keeps the whole burst until
+// new events overwrite it.
+func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
+	t.Parallel()
+	// A fresh server: nothing else writes PodTemplates there.
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "srv"), "--disable-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	cs, err := kubernetes.NewForConfig(s.RESTConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const ns, n = "burst", 600
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rvs := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := i; j < n; j += 4 {
+				pt := &corev1.PodTemplate{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t-%03d", j)}, Template: corev1.PodTemplateSpec{
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example/c"}}}}}
+				created, err := cs.CoreV1().PodTemplates(ns).Create(ctx, pt, metav1.CreateOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				rvs[j] = created.ResourceVersion
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	sort.Slice(rvs, func(a, b int) bool { x, _ := strconv.ParseUint(rvs[a], 10, 64); y, _ := strconv.ParseUint(rvs[b], 10, 64); return x < y })
+	capacity := func() int {
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, `watch_cache_capacity{group="",resource="podtemplates"} `); ok {
+				c, err := strconv.Atoi(strings.TrimSpace(v))
+				if err != nil {
+					t.Fatalf("watch_cache_capacity: %v", err)
+				}
+				return c
+			}
+		}
+		t.Fatal("no watch_cache_capacity metric for podtemplates")
+		return 0
+	}
+	peak := capacity()
+	if peak < n {
+		t.Fatalf("the history holds room for %d events after a burst of %d", peak, n)
+	}
+	// The window (75 s), the trim interval (10 s) and some slack.
+	deadline := time.Now().Add(2 * time.Minute)
+	for capacity() >= peak {
+		if time.Now().After(deadline) {
+			t.Fatalf("the history still has room for %d events 2 minutes after the burst", peak)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if c := capacity(); c > 200 {
+		t.Errorf("after the trim the history has room for %d events, want at most 200 (the newest 100 kept)", c)
+	}
+	// Resuming inside the kept history works; from the dropped part, 410.
+	w, err := cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: rvs[n-50]})
+	if err != nil {
+		t.Fatalf("watch from a kept resource version: %v", err)
+	}
+	select {
+	case ev := <-w.ResultChan():
+		if ev.Type != watch.Added {
+			t.Errorf("watch from a kept resource version: first event %s %v, want an ADDED PodTemplate", ev.Type, ev.Object)
+		}
+	case <-ctx.Done():
+		t.Error("watch from a kept resource version: no event")
+	}
+	w.Stop()
+	w, err = cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: rvs[0]})
+	if err == nil {
+		ev := <-w.ResultChan()
+		w.Stop()
+		if ev.Type != watch.Error || !apierrors.IsResourceExpired(apierrors.FromObject(ev.Object)) && !apierrors.IsGone(apierrors.FromObject(ev.Object)) {
+			t.Errorf("watch from a dropped resource version: %s %v, want 410 Gone", ev.Type, ev.Object)
+		}
+	} else if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+		t.Errorf("watch from a dropped resource version: %v, want 410 Gone", err)
+	}
+}
