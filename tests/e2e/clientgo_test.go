@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -427,16 +428,7 @@ func TestWatchOutlastsStalledReader(t *testing.T) {
 	t.Parallel()
 	// A fresh server: the watch cache sizes channels from the event rate
 	// seen so far, which the shared server's other tests would raise.
-	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "srv"), "--disable-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	cfg := s.RESTConfig(t)
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := freshServerClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := "stalled"
@@ -495,22 +487,14 @@ func TestWatchOutlastsStalledReader(t *testing.T) {
 func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 	t.Parallel()
 	// A fresh server: nothing else writes PodTemplates there.
-	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "srv"), "--disable-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	cs, err := kubernetes.NewForConfig(s.RESTConfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := freshServerClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const ns, n = "burst", 600
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	rvs := make([]string, n)
+	rvs := make([]uint64, n)
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {
@@ -522,7 +506,10 @@ func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				rvs[j] = created.ResourceVersion
+				if rvs[j], err = strconv.ParseUint(created.ResourceVersion, 10, 64); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		})
 	}
@@ -530,7 +517,7 @@ func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	sort.Slice(rvs, func(a, b int) bool { x, _ := strconv.ParseUint(rvs[a], 10, 64); y, _ := strconv.ParseUint(rvs[b], 10, 64); return x < y })
+	slices.Sort(rvs)
 	capacity := func() int {
 		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 		if err != nil {
@@ -564,7 +551,7 @@ func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 		t.Errorf("after the trim the history has room for %d events, want at most 200 (the newest 100 kept)", c)
 	}
 	// Resuming inside the kept history works; from the dropped part, 410.
-	w, err := cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: rvs[n-50]})
+	w, err := cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: strconv.FormatUint(rvs[n-50], 10)})
 	if err != nil {
 		t.Fatalf("watch from a kept resource version: %v", err)
 	}
@@ -577,7 +564,7 @@ func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 		t.Error("watch from a kept resource version: no event")
 	}
 	w.Stop()
-	w, err = cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: rvs[0]})
+	w, err = cs.CoreV1().PodTemplates(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: strconv.FormatUint(rvs[0], 10)})
 	if err == nil {
 		ev := <-w.ResultChan()
 		w.Stop()
@@ -587,4 +574,21 @@ func TestWatchHistoryReleasedAfterBurst(t *testing.T) {
 	} else if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
 		t.Errorf("watch from a dropped resource version: %v, want 410 Gone", err)
 	}
+}
+
+// freshServerClient starts a server of the test's own (no agent), stopped
+// when the test ends, for tests whose watch cache must see no other
+// test's traffic, and returns a client of it.
+func freshServerClient(t *testing.T) *kubernetes.Clientset {
+	t.Helper()
+	s, err := testserver.StartServer(skiffBin, filepath.Join(t.TempDir(), "srv"), "--disable-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	cs, err := kubernetes.NewForConfig(s.RESTConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
