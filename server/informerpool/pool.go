@@ -12,11 +12,18 @@
 // it. Both hand the factory to upstream through Skiff's patch to
 // k8s.io/kubernetes (third_party/patches).
 //
-// The pool owns the informers: they run from the first component's Start
-// until the pool's context ends, whatever the components' own contexts.
-// That fits the server, which ends when either component ends (a lost
-// lease included); components that restart within one process would need
-// a pool per run.
+// The pool owns the informers. They start when the controller manager
+// starts its own: upstream's Run does that after building every
+// controller, and some controllers add event handlers before they set the
+// listers those handlers read (the disruption controller's pod handler
+// reads its PDB lister), so an informer already running would call them
+// half-built. The scheduler's Start waits for that moment. The informers
+// then run until the pool's context ends, whatever the components' own
+// contexts. That fits the server, which makes a pool only with a
+// controller manager, runs both in one process and ends when either ends
+// (a lost lease included); components that restart within one process, or
+// a scheduler whose process does not run the controller manager, would
+// need a pool per run.
 package informerpool
 
 import (
@@ -47,6 +54,9 @@ const Name = "skiff-control-loops"
 type Pool struct {
 	ctx     context.Context
 	factory informers.SharedInformerFactory
+	// cmStarted is closed at the controller manager's first Start.
+	cmStarted chan struct{}
+	cmOnce    sync.Once
 }
 
 // New makes a pool whose informers list and watch as cfg's identity
@@ -77,7 +87,7 @@ func newPool(ctx context.Context, client kubernetes.Interface, informerName stri
 		<-ctx.Done()
 		f.Shutdown()
 	}()
-	return &Pool{ctx: ctx, factory: f}, nil
+	return &Pool{ctx: ctx, factory: f, cmStarted: make(chan struct{})}, nil
 }
 
 // resyncPeriod is the controller manager's default: a random period
@@ -97,18 +107,26 @@ func dropManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-// ControllerManager is the controller manager's factory. started is
-// called once, at its first Start: upstream's Run starts the informers
-// right after building every controller.
+// ControllerManager is the controller manager's factory. Its first Start
+// starts the pool's informers and calls started: upstream's Run starts
+// the informers right after building every controller.
 func (p *Pool) ControllerManager(started func()) informers.SharedInformerFactory {
-	return &owned{SharedInformerFactory: p.factory, ctx: p.ctx, started: started}
+	return &owned{SharedInformerFactory: p.factory, ctx: p.ctx, onStart: func() {
+		p.cmOnce.Do(func() {
+			close(p.cmStarted)
+			if started != nil {
+				started()
+			}
+		})
+	}}
 }
 
 // Scheduler is the scheduler's factory: the pool's, except that its pod
-// informer holds only pods that are not terminal.
+// informer holds only pods that are not terminal. Its Start waits for the
+// controller manager's.
 func (p *Pool) Scheduler() informers.SharedInformerFactory {
 	return &schedulerView{
-		owned: owned{SharedInformerFactory: p.factory, ctx: p.ctx},
+		owned: owned{SharedInformerFactory: p.factory, ctx: p.ctx, after: p.cmStarted},
 		pods:  newActivePods(p.factory.Core().V1().Pods()),
 	}
 }
@@ -117,15 +135,24 @@ func (p *Pool) Scheduler() informers.SharedInformerFactory {
 // the pool's lifetime, and Shutdown is the pool's business.
 type owned struct {
 	informers.SharedInformerFactory
-	ctx     context.Context
-	started func()
-	once    sync.Once
+	ctx context.Context
+	// after, if set, is waited for before Start starts anything.
+	after <-chan struct{}
+	// onStart, if set, is called after every Start.
+	onStart func()
 }
 
 func (o *owned) Start(<-chan struct{}) {
+	if o.after != nil {
+		select {
+		case <-o.after:
+		case <-o.ctx.Done():
+			return
+		}
+	}
 	o.SharedInformerFactory.Start(o.ctx.Done())
-	if o.started != nil {
-		o.once.Do(o.started)
+	if o.onStart != nil {
+		o.onStart()
 	}
 }
 

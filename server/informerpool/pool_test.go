@@ -239,3 +239,80 @@ func TestPoolViews(t *testing.T) {
 		t.Fatal(fmt.Errorf("pod informer still running after the pool's context ended: %w", err))
 	}
 }
+
+// TestSchedulerStartsAfterControllerManager: the scheduler's Start starts
+// nothing until the controller manager's Start (upstream builds every
+// controller, adding their event handlers, before it starts the
+// informers), and gives up when the pool's context ends.
+func TestSchedulerStartsAfterControllerManager(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	client := fake.NewClientset(pod("run", corev1.PodRunning))
+	p, err := newPool(ctx, client, t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := p.Scheduler()
+	nodes := sched.Core().V1().Nodes().Informer()
+	returned := make(chan struct{})
+	go func() {
+		sched.Start(ctx.Done())
+		close(returned)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-returned:
+		t.Fatal("the scheduler's Start returned before the controller manager started")
+	default:
+	}
+	if nodes.HasSynced() {
+		t.Fatal("an informer ran before the controller manager started")
+	}
+
+	// A controller manager handler added now, as upstream's controllers add
+	// theirs while being built, is called only after its Start.
+	cm := p.ControllerManager(nil)
+	r := &recorder{}
+	if _, err := cm.Core().V1().Pods().Informer().AddEventHandler(r); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := r.seen(); len(got) != 0 {
+		t.Fatalf("a handler was called before the controller manager started: %q", got)
+	}
+	cm.Start(ctx.Done())
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scheduler's Start still waits after the controller manager started")
+	}
+	for typ, ok := range sched.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatalf("%v did not sync", typ)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return slices.Equal(r.seen(), []string{"add run"}), nil
+	}); err != nil {
+		t.Fatalf("controller manager handler saw %q after its Start, want the running pod added", r.seen())
+	}
+
+	// Without a controller manager, the scheduler's Start returns when the
+	// pool's context ends, having started nothing.
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	p2, err := newPool(ctx2, client, t.Name()+"-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned2 := make(chan struct{})
+	go func() {
+		p2.Scheduler().Start(ctx2.Done())
+		close(returned2)
+	}()
+	cancel2()
+	select {
+	case <-returned2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scheduler's Start still waits after the pool's context ended")
+	}
+}
