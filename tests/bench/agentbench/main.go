@@ -195,7 +195,7 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	} else {
 		profDone <- nil
 	}
-	lat, err := startPods(ctx, cs, npods, rate)
+	lat, stages, err := startPods(ctx, cs, npods, rate)
 	if err != nil {
 		return err
 	}
@@ -212,6 +212,14 @@ func run(bin string, npods int, rate float64, settle time.Duration) error {
 	out("pod_startup_p50_ms", lat[len(lat)/2].Milliseconds())
 	out("pod_startup_p99_ms", lat[(len(lat)*99+99)/100-1].Milliseconds())
 	out("pod_startup_max_ms", lat[len(lat)-1].Milliseconds())
+	for _, st := range stageNames {
+		d := stages[st]
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		if len(d) > 0 {
+			out("pod_startup_stage_"+st+"_p50_ms", d[len(d)/2].Milliseconds())
+			out("pod_startup_stage_"+st+"_p99_ms", d[(len(d)*99+99)/100-1].Milliseconds())
+		}
+	}
 	time.Sleep(settle)
 	return memory(fmt.Sprintf("agent_%dpods", npods), agentPID, agRun)
 }
@@ -229,10 +237,18 @@ func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
 	return false
 }
 
-func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64) ([]time.Duration, error) {
+// stageNames are the steps of a pod's startup as a watch sees them:
+// created (the create request's round trip), bound (the scheduler set
+// spec.nodeName), kubelet (the kubelet's first status: startTime set,
+// before it makes the sandbox), running (phase Running).
+var stageNames = []string{"create", "bind", "kubelet", "running"}
+
+// startPods creates n pods at rate pods/s and returns each one's create →
+// Running latency and, per stage name, how long each pod spent in it.
+func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64) ([]time.Duration, map[string][]time.Duration, error) {
 	ns := "agentbench"
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The default ServiceAccount must exist before pods are admitted.
 	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -241,11 +257,13 @@ func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64
 	})
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer w.Stop()
 	created := map[string]time.Time{}
 	lat := map[string]time.Duration{}
+	// seen[name][stage]: when the watch (or the create call) first saw it.
+	seen := map[string]map[string]time.Time{}
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
 	deadline := time.After(time.Duration(float64(n)/rate)*time.Second + 2*time.Minute)
@@ -265,32 +283,60 @@ func startPods(ctx context.Context, cs kubernetes.Interface, n int, rate float64
 					},
 				}
 				if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
+				mark(seen, name, "create")
 				i++
 			}
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return nil, fmt.Errorf("watch ended")
+				return nil, nil, fmt.Errorf("watch ended")
 			}
 			p, ok := ev.Object.(*v1.Pod)
 			if !ok {
 				continue
 			}
+			if p.Spec.NodeName != "" {
+				mark(seen, p.Name, "bind")
+			}
+			if p.Status.StartTime != nil {
+				mark(seen, p.Name, "kubelet")
+			}
 			if _, done := lat[p.Name]; !done && p.Status.Phase == v1.PodRunning {
 				if t0, ok := created[p.Name]; ok {
 					lat[p.Name] = time.Since(t0)
+					mark(seen, p.Name, "running")
 				}
 			}
 		case <-deadline:
-			return nil, fmt.Errorf("only %d of %d pods Running in time", len(lat), n)
+			return nil, nil, fmt.Errorf("only %d of %d pods Running in time", len(lat), n)
 		}
 	}
 	outl := make([]time.Duration, 0, n)
-	for _, d := range lat {
+	stages := map[string][]time.Duration{}
+	for name, d := range lat {
 		outl = append(outl, d)
+		prev := created[name]
+		for _, st := range stageNames {
+			t, ok := seen[name][st]
+			if !ok {
+				continue // a step the watch skipped (two changes in one event)
+			}
+			stages[st] = append(stages[st], t.Sub(prev))
+			prev = t
+		}
 	}
-	return outl, nil
+	return outl, stages, nil
+}
+
+// mark records when name first reached stage.
+func mark(seen map[string]map[string]time.Time, name, stage string) {
+	if seen[name] == nil {
+		seen[name] = map[string]time.Time{}
+	}
+	if _, ok := seen[name][stage]; !ok {
+		seen[name][stage] = time.Now()
+	}
 }
 
 // memory reports PSS summed over skiff (pid), its containerd child and the
