@@ -161,6 +161,7 @@ func Run(ctx context.Context, c Config) error {
 			log.Error("pod network configuration failed", "err", err)
 		}
 	}()
+	go cni.RunHostPorts(ctx, client, c.NodeName, log.With("component", "hostports"))
 
 	go annotateNode(ctx, log, client, c.NodeName, map[string]string{
 		// Where the server's local-path provisioner puts this node's volumes.

@@ -26,8 +26,7 @@ if [ ! -f "$dir/.done" ]; then
 		CGO_ENABLED=1 $GO build -trimpath -tags 'seccomp netgo osusergo' -ldflags '-s -w -extldflags -static' -o "$dir/runc" github.com/opencontainers/runc &&
 		CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/containerd-shim-runc-v2" ./shim &&
 		for p in github.com/containernetworking/plugins/plugins/main/bridge \
-			github.com/containernetworking/plugins/plugins/ipam/host-local \
-			github.com/containernetworking/plugins/plugins/meta/portmap; do
+			github.com/containernetworking/plugins/plugins/ipam/host-local; do
 			CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$dir/$(basename $p)" "$p"
 		done)
 	mkdir -p "$dir/img"
@@ -40,7 +39,7 @@ if [ ! -f "$out/SHA256SUMS" ] || [ "$(cat $out/.key 2>/dev/null)" != "$key" ]; t
 	# One compressed stream: similar programs side by side (the CNI
 	# plugins share most of their code), measured smallest in this order.
 	$GO run ./scripts/pack -out "$out" \
-		-bin bridge="$dir/bridge" -bin host-local="$dir/host-local" -bin portmap="$dir/portmap" \
+		-bin bridge="$dir/bridge" -bin host-local="$dir/host-local" \
 		-image skiff.local/demo:v1="$dir/img/demo,tar,rm" \
 		-bin containerd-shim-runc-v2="$dir/containerd-shim-runc-v2" \
 		-image skiff.local/pause:3.10="$dir/img/pause" \

@@ -1,7 +1,9 @@
 // Package cni writes the node's pod network configuration for the CNI
-// plugins containerd runs (bridge, host-local, portmap; containerd brings
-// lo up itself): once the controller manager has given the node its
-// podCIDR, pods on the node get addresses from it on a Linux bridge. Until
+// plugins containerd runs (bridge with host-local; containerd brings lo up
+// itself), and keeps the node's nftables rules for pod egress
+// (masquerading) and hostPort mappings, over netlink. Once the controller
+// manager has given the node its podCIDR, pods on the node get addresses
+// from it on a Linux bridge. Until
 // the file exists containerd reports the network not ready and the node
 // stays NotReady, as upstream.
 // Cross-node routing (flannel VXLAN) replaces the single-node bridge in
@@ -16,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -74,15 +75,10 @@ func Configure(ctx context.Context, c Config) error {
 	if err := EnsureMasquerade(cidrs); err != nil {
 		return err
 	}
-	// hostPort mappings: the portmap plugin programs nftables through the
-	// host's nft program.
-	_, nftErr := exec.LookPath("nft")
-	data, err := Render(cidrs, c.DataDir, nftErr == nil)
+	// hostPort mappings are the agent's too (RunHostPorts), not a plugin's.
+	data, err := Render(cidrs, c.DataDir)
 	if err != nil {
 		return err
-	}
-	if nftErr != nil {
-		log.Warn("no nft program on this host: pods' hostPort mappings are not available")
 	}
 	if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
 		return fmt.Errorf("cni: %w", err)
@@ -102,10 +98,11 @@ func Configure(ctx context.Context, c Config) error {
 	return nil
 }
 
-// Render returns the conflist for the node's pod CIDRs. hostPorts adds the
-// portmap plugin (it needs nftables' nft program). Masquerading is the
-// agent's (EnsureMasquerade), not the bridge plugin's.
-func Render(cidrs []string, dataDir string, hostPorts bool) ([]byte, error) {
+// Render returns the conflist for the node's pod CIDRs: the bridge plugin
+// alone. Masquerading (EnsureMasquerade) and hostPort mappings
+// (RunHostPorts) are the agent's, over netlink, not plugins' that would
+// run the host's nft program for every pod.
+func Render(cidrs []string, dataDir string) ([]byte, error) {
 	var ranges [][]map[string]string
 	var routes []map[string]string
 	for _, c := range cidrs {
@@ -133,14 +130,10 @@ func Render(cidrs []string, dataDir string, hostPorts bool) ([]byte, error) {
 			"dataDir": dataDir,
 		},
 	}
-	plugins := []any{bridge}
-	if hostPorts {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "backend": "nftables"})
-	}
 	return json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "skiff",
-		"plugins":    plugins,
+		"plugins":    []any{bridge},
 	}, "", "  ")
 }
 

@@ -73,7 +73,10 @@ func ifname(n string) []byte {
 }
 
 // RemoveMasquerade deletes the agent's nftables table (skiff killall).
-func RemoveMasquerade() error {
+func RemoveMasquerade() error { return removeTables(natTable) }
+
+// removeTables deletes the nftables tables called name, of every family.
+func removeTables(name string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return err
@@ -83,7 +86,7 @@ func RemoveMasquerade() error {
 		return err
 	}
 	for _, t := range tables {
-		if t.Name == natTable {
+		if t.Name == name {
 			c.DelTable(t)
 		}
 	}

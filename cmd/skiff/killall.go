@@ -30,6 +30,9 @@ func killallCommand() *cli.Command {
 			if err := cni.RemoveMasquerade(); err != nil {
 				return fmt.Errorf("killall: %w", err)
 			}
+			if err := cni.RemoveHostPorts(); err != nil {
+				return fmt.Errorf("killall: %w", err)
+			}
 			return nil
 		},
 	}
