@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -83,22 +84,10 @@ func HostPorts(pods []*v1.Pod) []HostPort {
 		}
 	}
 	slices.SortFunc(out, func(a, b HostPort) int {
-		if a.HostPort != b.HostPort {
-			return int(a.HostPort - b.HostPort)
-		}
-		return compareStrings(string(a.Proto)+a.HostIP+a.PodIP, string(b.Proto)+b.HostIP+b.PodIP)
+		return cmp.Or(cmp.Compare(a.HostPort, b.HostPort), cmp.Compare(a.Proto, b.Proto),
+			cmp.Compare(a.HostIP, b.HostIP), cmp.Compare(a.PodIP, b.PodIP))
 	})
 	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func isIPv4(s string) bool { ip := net.ParseIP(s); return ip != nil && ip.To4() != nil }
@@ -255,7 +244,7 @@ func RunHostPorts(ctx context.Context, client kubernetes.Interface, nodeName str
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-time.After(time.Minute): // retry after an error; re-assert
+		case <-time.After(time.Minute): // retry after an error
 		}
 	}
 }
