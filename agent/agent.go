@@ -308,7 +308,8 @@ func joinWithRetry(ctx context.Context, log *slog.Logger, c join.Config) (join.C
 
 func writeKubeconfig(path, server string, creds join.Credentials) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["skiff"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: creds.CACert}
+	cfg.Clusters["skiff"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: creds.CACert,
+		DisableCompression: hostip.IsLoopbackURL(server)}
 	cfg.AuthInfos["node"] = &clientcmdapi.AuthInfo{ClientCertificate: creds.ClientCert, ClientKey: creds.ClientKey}
 	cfg.Contexts["skiff"] = &clientcmdapi.Context{Cluster: "skiff", AuthInfo: "node"}
 	cfg.CurrentContext = "skiff"

@@ -333,6 +333,12 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 			return "", err
 		}
 		cfg := clientConfig(b.CACert, cert, key, server)
+		// Loopback: no gzip, as upstream's scheduler and controller
+		// manager set for their own clients. Every client of these
+		// files (the shared informers too) would otherwise hold a gzip
+		// reader per watch-list stream for its life (~40 KB each) and
+		// have the server compress its lists and initial events.
+		cfg.Clusters["default"].DisableCompression = true
 		path := filepath.Join(credDir, name+".kubeconfig")
 		if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 			return "", fmt.Errorf("server: write %s: %w", path, err)

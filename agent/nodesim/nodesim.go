@@ -76,7 +76,13 @@ type Config struct {
 	RunDuration time.Duration
 	// Workers updating pods concurrently.
 	Workers int
-	Logger  *slog.Logger
+	// WatchClient, if set, lists and watches pods and nodes in place of
+	// the client given to New. A fleet's writes on one HTTP/2 connection
+	// delay the watches that share it (the server writes each
+	// connection's frames from one goroutine), where a real fleet's
+	// kubelets each have their own.
+	WatchClient kubernetes.Interface
+	Logger      *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -183,7 +189,11 @@ func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err := s.register(ctx); err != nil {
 		return err
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	watchClient := s.cfg.WatchClient
+	if watchClient == nil {
+		watchClient = s.client
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(watchClient, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 	}))
 	podInformer := factory.Core().V1().Pods()
@@ -204,7 +214,7 @@ func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
 	}); err != nil {
 		return err
 	}
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(watchClient, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = labels.Set{LabelManaged: s.cfg.Name}.String()
 	}))
 	if _, err := nodeFactory.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -1,9 +1,28 @@
 // Package hostip finds the address this host uses to reach other
 // machines: the one place the server (advertise address) and the agent
-// (node IP) detect it, so a server and its own node always agree.
+// (node IP) detect it, so a server and its own node always agree. It also
+// tells whether a server URL points at this host's loopback.
 package hostip
 
-import "net"
+import (
+	"net"
+	"net/netip"
+	"net/url"
+)
+
+// IsLoopbackURL reports whether server (https://HOST:PORT) names a
+// loopback address or localhost, as the server's own agent's does.
+func IsLoopbackURL(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	return err == nil && ip.Unmap().IsLoopback()
+}
 
 // Detect returns the source address of the default route, else the first
 // global unicast IPv4 address of an up, non-loopback interface, else nil.

@@ -39,6 +39,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -93,6 +94,8 @@ type result struct {
 	BindOverallPerS float64  `json:"bound_per_s_overall,omitempty"`
 	Bind1sP50       float64  `json:"bound_per_s_1s_p50,omitempty"`
 	Bind1sMax       float64  `json:"bound_per_s_1s_max,omitempty"`
+	SeenP50ms       float64  `json:"create_to_seen_p50_ms"`
+	SeenP99ms       float64  `json:"create_to_seen_p99_ms"`
 	BoundP50ms      float64  `json:"create_to_bound_p50_ms"`
 	BoundP99ms      float64  `json:"create_to_bound_p99_ms"`
 	Running         int      `json:"running"`
@@ -659,11 +662,15 @@ func run(cfg *rest.Config, rec *recorder, r *result, mode string, nodes, pods, c
 	if err != nil {
 		return err
 	}
-	simCS, err := kubernetes.NewForConfig(cfg) // its own rate limiter
+	simCS, err := kubernetes.NewForConfig(ownConnection(cfg)) // its own rate limiter
 	if err != nil {
 		return err
 	}
 	simClient := leaseSafeClient{simCS}
+	simWatch, err := kubernetes.NewForConfig(ownConnection(cfg))
+	if err != nil {
+		return err
+	}
 	b := &bench{cfg: cfg, client: client, rec: rec, r: r, timeout: timeout}
 
 	simLog := &countingHandler{Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), counts: map[string]int{}}
@@ -672,7 +679,7 @@ func run(cfg *rest.Config, rec *recorder, r *result, mode string, nodes, pods, c
 	// scheduler's work (not packing) is measured.
 	t0 := time.Now()
 	sim := nodesim.New(simClient, nodesim.Config{
-		Name: simName, Nodes: nodes, Workers: simWorkers, HeartbeatInterval: heartbeat,
+		Name: simName, Nodes: nodes, Workers: simWorkers, HeartbeatInterval: heartbeat, WatchClient: simWatch,
 		Capacity: v1.ResourceList{
 			v1.ResourceCPU: resource.MustParse("32"), v1.ResourceMemory: resource.MustParse("256Gi"),
 			v1.ResourcePods: resource.MustParse("110"), v1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
@@ -709,7 +716,11 @@ func run(cfg *rest.Config, rec *recorder, r *result, mode string, nodes, pods, c
 		time.Sleep(100 * time.Millisecond)
 	}
 	t := newTracker()
-	if err := watchPods(ctx, client, b.ns, t); err != nil {
+	watchClient, err := kubernetes.NewForConfig(ownConnection(cfg))
+	if err != nil {
+		return err
+	}
+	if err := watchPods(ctx, watchClient, b.ns, t); err != nil {
 		return err
 	}
 	before := scrape(ctx, client)
@@ -726,6 +737,22 @@ func run(cfg *rest.Config, rec *recorder, r *result, mode string, nodes, pods, c
 		r.Pods = pods
 		return b.scale(ctx, t, pods, replicas)
 	}
+}
+
+// ownConnection returns a copy of cfg whose clients use a connection of
+// their own: client-go shares one HTTP/2 connection among all clients of
+// equal configs, and the server writes each connection's frames from one
+// goroutine, handing every 4 KB of a response to it and waiting for the
+// write. Under a saturated server, a watch that shares the creators' and
+// the simulator's connection fell ~30 s behind while watches on other
+// connections saw the same events within a second, so the tool measured
+// its own connection rather than the server. Kubelets and users have
+// connections of their own; so do the simulator and the tool's watch.
+func ownConnection(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	d := &net.Dialer{}
+	c.Dial = d.DialContext // a distinct dialer: a distinct cached transport
+	return c
 }
 
 // waitNodesSchedulable waits until n fleet nodes are Ready and untainted,
@@ -778,7 +805,7 @@ func nodeSchedulable(n *v1.Node) bool {
 
 // latencies: create → bound and create → running over the tracked pods
 // that have a create time; bind times sorted.
-func (t *tracker) latencies() (toBound, toRun, boundToRun []time.Duration, binds []time.Time, firstCreate time.Time) {
+func (t *tracker) latencies() (toSeen, toBound, toRun, boundToRun []time.Duration, binds []time.Time, firstCreate time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.pods {
@@ -791,6 +818,9 @@ func (t *tracker) latencies() (toBound, toRun, boundToRun []time.Duration, binds
 		}
 		if firstCreate.IsZero() || created.Before(firstCreate) {
 			firstCreate = created
+		}
+		if !p.seen.IsZero() && !p.created.IsZero() {
+			toSeen = append(toSeen, p.seen.Sub(created))
 		}
 		if !p.bound.IsZero() {
 			toBound = append(toBound, p.bound.Sub(created))
@@ -808,8 +838,9 @@ func (t *tracker) latencies() (toBound, toRun, boundToRun []time.Duration, binds
 }
 
 func (b *bench) fillLatencies(t *tracker) {
-	toBound, toRun, boundToRun, binds, firstCreate := t.latencies()
+	toSeen, toBound, toRun, boundToRun, binds, firstCreate := t.latencies()
 	r := b.r
+	r.SeenP50ms, r.SeenP99ms = percentile(toSeen, 0.5), percentile(toSeen, 0.99)
 	r.Bound, r.Running = len(toBound), len(toRun)
 	r.BoundP50ms, r.BoundP99ms = percentile(toBound, 0.5), percentile(toBound, 0.99)
 	r.RunningP50ms, r.RunningP99ms = percentile(toRun, 0.5), percentile(toRun, 0.99)
