@@ -94,8 +94,8 @@ type result struct {
 	BindOverallPerS float64  `json:"bound_per_s_overall,omitempty"`
 	Bind1sP50       float64  `json:"bound_per_s_1s_p50,omitempty"`
 	Bind1sMax       float64  `json:"bound_per_s_1s_max,omitempty"`
-	SeenP50ms       float64  `json:"create_to_seen_p50_ms"`
-	SeenP99ms       float64  `json:"create_to_seen_p99_ms"`
+	SeenP50ms       float64  `json:"create_to_seen_p50_ms,omitempty"` // the tool's watch: creation -> ADDED
+	SeenP99ms       float64  `json:"create_to_seen_p99_ms,omitempty"`
 	BoundP50ms      float64  `json:"create_to_bound_p50_ms"`
 	BoundP99ms      float64  `json:"create_to_bound_p99_ms"`
 	Running         int      `json:"running"`
@@ -803,8 +803,9 @@ func nodeSchedulable(n *v1.Node) bool {
 	return false
 }
 
-// latencies: create → bound and create → running over the tracked pods
-// that have a create time; bind times sorted.
+// latencies: create → first seen (pods the tool created), create → bound
+// and create → running over the tracked pods that have a create time; bind
+// times sorted.
 func (t *tracker) latencies() (toSeen, toBound, toRun, boundToRun []time.Duration, binds []time.Time, firstCreate time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
