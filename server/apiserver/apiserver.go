@@ -35,6 +35,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
 	basecompatibility "k8s.io/component-base/compatibility"
+	"k8s.io/component-base/featuregate"
 
 	"github.com/skiff-sh/skiff/server/apiserver/authncache"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
@@ -89,6 +90,11 @@ const certCacheTTL = 10 * time.Second
 // anonymousPaths are the only paths an unauthenticated client may reach.
 var anonymousPaths = []string{"/healthz", "/livez", "/readyz", "/version"}
 
+// defaultFeatureGates are where Skiff's API server departs from upstream's
+// feature gate defaults; feature-gates given in ExtraArgs come after and
+// win.
+const defaultFeatureGates = "ConcurrentWatchObjectDecode=false"
+
 func (c *Config) args() ([]string, error) {
 	authnConfig := filepath.Join(c.StateDir, "authentication-config.yaml")
 	var b strings.Builder
@@ -122,6 +128,12 @@ func (c *Config) args() ([]string, error) {
 		"--profiling=false",
 		"--allow-privileged=true",
 		"--cert-dir=" + filepath.Join(c.StateDir, "generated-certs"),
+		// Each resource's watch decodes its events in one goroutine, not
+		// in a goroutine per event (upstream's 1.37 default): on 2 cores
+		// the concurrent decode bought no throughput, and its goroutines,
+		// each growing a new stack, cost ~8% of the server's CPU per
+		// create. --kube-apiserver-arg=feature-gates=... overrides it.
+		"--feature-gates=" + defaultFeatureGates,
 	}
 	if c.KubeletClientCert != "" {
 		args = append(args,
@@ -174,6 +186,12 @@ func Run(ctx context.Context, c Config) error {
 	if errs := completed.Validate(); len(errs) != 0 {
 		return fmt.Errorf("apiserver: %w", utilerrors.NewAggregate(errs))
 	}
+	// As kube-apiserver: kubernetes_feature_enabled and the component
+	// version metrics.
+	if g, ok := featureGate.(featuregate.MutableFeatureGate); ok {
+		g.AddMetrics()
+	}
+	s.GenericServerRunOptions.ComponentGlobalsRegistry.AddMetrics()
 	if completed.InformerName == nil {
 		if completed.InformerName, err = cache.NewInformerName("kube-apiserver"); err != nil {
 			return fmt.Errorf("apiserver: %w", err)

@@ -3,7 +3,8 @@
 // Kubernetes etcd3 storage runs on Skiff's own stores unchanged.
 //
 // NewClient wires the services into an in-process *clientv3.Client without a
-// network hop; Register exposes the same services on a gRPC server (used for
+// network hop (its Watcher reads the backend's watches directly: see
+// watcher.go); Register exposes the same services on a gRPC server (used for
 // the unix socket that upstream storage factories dial).
 package etcdapi
 
@@ -64,7 +65,9 @@ func NewClient(ctx context.Context, be storage.Backend) *clientv3.Client {
 func (s *Server) Client(ctx context.Context) *clientv3.Client {
 	c := clientv3.NewCtxClient(ctx)
 	c.KV = clientv3.NewKVFromKVClient(adapter.KvServerToKvClient(s), c)
-	c.Watcher = clientv3.NewWatchFromWatchClient(adapter.WatchServerToWatchClient(s), c)
+	w := s.newWatcher()
+	context.AfterFunc(c.Ctx(), func() { _ = w.Close() })
+	c.Watcher = w
 	c.Lease = clientv3.NewLeaseFromLeaseClient(adapter.LeaseServerToLeaseClient(s), c, 5*time.Second)
 	c.Maintenance = clientv3.NewMaintenanceFromMaintenanceClient(adapter.MaintenanceServerToMaintenanceClient(s), c)
 	return c

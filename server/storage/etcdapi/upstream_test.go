@@ -3,11 +3,13 @@ package etcdapi_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/kubernetes"
+	"go.etcd.io/etcd/server/v3/proxy/grpcproxy/adapter"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,7 +31,9 @@ import (
 
 // These tests run upstream Kubernetes' own storage test suite
 // (k8s.io/apiserver/pkg/storage/testing) against the upstream etcd3 store,
-// talking to a bbolt backend through the in-process etcd API.
+// talking to a bbolt backend through the in-process etcd API; the tests
+// that watch run twice, on the in-process client's direct watcher and on
+// the gRPC Watch service.
 
 var (
 	scheme = runtime.NewScheme()
@@ -48,13 +52,36 @@ type env struct {
 	store  storage.Interface
 	client *clientv3.Client
 	be     *bolt.Backend
+	kind   clientKind
 }
 
-func setup(t *testing.T) (context.Context, env) {
-	return setupWithProgress(t, 10*time.Minute)
+// A client kind builds the etcd client the store talks through.
+type clientKind struct {
+	name string
+	new  func(context.Context, *etcdapi.Server) *clientv3.Client
 }
 
-func setupWithProgress(t *testing.T, progress time.Duration) (context.Context, env) {
+var (
+	// inProcess is the API server's client: the KV calls the services
+	// directly and the watches read the backend's (watcher.go).
+	inProcess = clientKind{"inprocess", func(ctx context.Context, s *etcdapi.Server) *clientv3.Client { return s.Client(ctx) }}
+	// served watches through the gRPC Watch service, as the clients that
+	// dial the unix socket do.
+	served = clientKind{"served", grpcWatchClient}
+)
+
+func grpcWatchClient(ctx context.Context, srv *etcdapi.Server) *clientv3.Client {
+	c := srv.Client(ctx)
+	_ = c.Watcher.Close()
+	c.Watcher = clientv3.NewWatchFromWatchClient(adapter.WatchServerToWatchClient(srv), c)
+	return c
+}
+
+func setup(t *testing.T, kind clientKind) (context.Context, env) {
+	return setupWithProgress(t, kind, 10*time.Minute)
+}
+
+func setupWithProgress(t *testing.T, kind clientKind, progress time.Duration) (context.Context, env) {
 	t.Helper()
 	be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true, WatchWindow: 64})
 	if err != nil {
@@ -65,7 +92,8 @@ func setupWithProgress(t *testing.T, progress time.Duration) (context.Context, e
 	t.Cleanup(cancel)
 	srv := etcdapi.New(be)
 	srv.ProgressInterval = progress
-	c := srv.Client(ctx)
+	c := kind.new(ctx, srv)
+	t.Cleanup(func() { _ = c.Close() })
 	kc := &kubernetes.Client{Client: c}
 	kc.Kubernetes = kc
 	versioner := storage.APIObjectVersioner{}
@@ -81,7 +109,7 @@ func setupWithProgress(t *testing.T, progress time.Duration) (context.Context, e
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	return ctx, env{store: s, client: c, be: be}
+	return ctx, env{store: s, client: c, be: be, kind: kind}
 }
 
 func (e env) compaction() storagetesting.Compaction {
@@ -197,11 +225,11 @@ func TestUpstreamStorage(t *testing.T) {
 		{"GuaranteedUpdateWithSuggestionAndConflict", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, e.store)
 		}},
-		{"CompactRevision", func(_ context.Context, t *testing.T, _ env) {
+		{"CompactRevision", func(_ context.Context, t *testing.T, e0 env) {
 			// Observing compactions made by others needs the compactor's watch,
 			// which upstream enables with ListFromCacheSnapshot.
 			featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.ListFromCacheSnapshot, true)
-			ctx, e := setup(t)
+			ctx, e := setup(t, e0.kind)
 			storagetesting.RunTestCompactRevision(ctx, t, e.store, e.increaseRV(), e.compaction())
 		}},
 		{"Watch", func(ctx context.Context, t *testing.T, e env) { storagetesting.RunTestWatch(ctx, t, e.store) }},
@@ -223,12 +251,12 @@ func TestUpstreamStorage(t *testing.T) {
 		{"WatchDeleteEventObjectHaveLatestRV", func(ctx context.Context, t *testing.T, e env) {
 			storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, e.store)
 		}},
-		{"ProgressNotify", func(_ context.Context, t *testing.T, _ env) {
-			ctx, e := setupWithProgress(t, time.Second)
+		{"ProgressNotify", func(_ context.Context, t *testing.T, e0 env) {
+			ctx, e := setupWithProgress(t, e0.kind, time.Second)
 			storagetesting.RunOptionalTestProgressNotify(ctx, t, e.store, e.increaseRV())
 		}},
-		{"WatchDispatchBookmarkEvents", func(_ context.Context, t *testing.T, _ env) {
-			ctx, e := setupWithProgress(t, time.Second)
+		{"WatchDispatchBookmarkEvents", func(_ context.Context, t *testing.T, e0 env) {
+			ctx, e := setupWithProgress(t, e0.kind, time.Second)
 			storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, e.store, false)
 		}},
 		{"ClusterScopedWatch", func(ctx context.Context, t *testing.T, e env) {
@@ -249,9 +277,16 @@ func TestUpstreamStorage(t *testing.T) {
 		}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, e := setup(t)
-			tc.run(ctx, t, e)
-		})
+		// Tests that watch run on both watchers; the rest need one.
+		kinds := []clientKind{inProcess}
+		if strings.Contains(tc.name, "Watch") || tc.name == "CompactRevision" || tc.name == "ProgressNotify" {
+			kinds = append(kinds, served)
+		}
+		for _, kind := range kinds {
+			t.Run(tc.name+"/"+kind.name, func(t *testing.T) {
+				ctx, e := setup(t, kind)
+				tc.run(ctx, t, e)
+			})
+		}
 	}
 }

@@ -14,13 +14,20 @@ import (
 	"github.com/skiff-sh/skiff/server/storage/etcdapi"
 )
 
-// Many watches share one stream of the in-process client (the API server's
-// stores all do). While events pour in, the client keeps creating and
-// cancelling watches on that stream. A server that waited for room in the
-// event queue before acknowledging a request deadlocked here: the client
-// was blocked sending the request while the responses it had not read yet
-// filled the queue.
+// Many watches share one stream of a client. While events pour in, the
+// client keeps creating and cancelling watches on that stream and asking
+// for progress. A server that waited for room in the event queue before
+// acknowledging a request deadlocked here: the client was blocked sending
+// the request while the responses it had not read yet filled the queue.
+// The in-process client's direct watcher gets the same load: slow readers
+// hold back their own watches only, and every event arrives.
 func TestWatchStreamRequestsNeverWaitForEvents(t *testing.T) {
+	for _, kind := range []clientKind{served, inProcess} {
+		t.Run(kind.name, func(t *testing.T) { testWatchesUnderChurn(t, kind) })
+	}
+}
+
+func testWatchesUnderChurn(t *testing.T, kind clientKind) {
 	be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,8 @@ func TestWatchStreamRequestsNeverWaitForEvents(t *testing.T) {
 	t.Cleanup(func() { be.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := etcdapi.New(be).Client(ctx)
+	c := kind.new(ctx, etcdapi.New(be))
+	defer c.Close()
 	wctx := clientv3.WithRequireLeader(ctx) // one stream, as the API server's stores
 
 	const watchers, writes = 32, 2000
