@@ -220,7 +220,7 @@ func RunHostPorts(ctx context.Context, client kubernetes.Interface, nodeName str
 		log.Error("hostPort rules: pod watch", "err", err)
 		return
 	}
-	f.Start(ctx.Done())
+	f.StartWithContext(ctx)
 	defer f.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
 		return

@@ -223,8 +223,8 @@ func (s *Sim) Run(ctx context.Context, ready chan<- struct{}) error {
 	}); err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
-	nodeFactory.Start(ctx.Done())
+	factory.StartWithContext(ctx)
+	nodeFactory.StartWithContext(ctx)
 	factory.WaitForCacheSync(ctx.Done())
 	nodeFactory.WaitForCacheSync(ctx.Done())
 	defer factory.Shutdown()

@@ -122,7 +122,7 @@ func runVAPStatus(ctx context.Context, cc *config.CompletedConfig) error {
 	if err != nil {
 		return fmt.Errorf("controllers: %s: %w", vapStatusController, err)
 	}
-	factory.Start(ctx.Done())
+	factory.StartWithContext(ctx)
 	c.Run(ctx, int(cc.ComponentConfig.ValidatingAdmissionPolicyStatusController.ConcurrentPolicySyncs))
 	return nil
 }

@@ -142,7 +142,12 @@ type owned struct {
 	onStart func()
 }
 
-func (o *owned) Start(<-chan struct{}) {
+// Start and StartWithContext run the informers on the pool's context, a
+// standard one: client-go's Start wraps its stop channel in a context
+// whose cancellation costs every informer a watching goroutine.
+func (o *owned) Start(<-chan struct{}) { o.StartWithContext(o.ctx) }
+
+func (o *owned) StartWithContext(context.Context) {
 	if o.after != nil {
 		select {
 		case <-o.after:
@@ -150,7 +155,7 @@ func (o *owned) Start(<-chan struct{}) {
 			return
 		}
 	}
-	o.SharedInformerFactory.Start(o.ctx.Done())
+	o.SharedInformerFactory.StartWithContext(o.ctx)
 	if o.onStart != nil {
 		o.onStart()
 	}

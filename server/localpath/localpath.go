@@ -148,8 +148,8 @@ func Run(ctx context.Context, c Config) error {
 	}); err != nil {
 		return err
 	}
-	f.Start(ctx.Done())
-	podInformer.Start(ctx.Done())
+	f.StartWithContext(ctx)
+	podInformer.StartWithContext(ctx)
 	f.WaitForCacheSync(ctx.Done())
 	podInformer.WaitForCacheSync(ctx.Done())
 	defer ctl.queue.ShutDown()
