@@ -260,17 +260,9 @@ func (ws *watchStream) pump(ctx context.Context, w *streamWatch, bw storage.Watc
 			}
 			events := make([]*mvccpb.Event, 0, len(batch.Events))
 			for _, ev := range batch.Events {
-				if (ev.Type == storage.EventPut && w.noPut) || (ev.Type == storage.EventDelete && w.noDelete) {
-					continue
+				if e := toEvent(ev, w.noPut, w.noDelete); e != nil {
+					events = append(events, e)
 				}
-				e := &mvccpb.Event{Kv: toKV(ev.KV)}
-				if ev.Type == storage.EventDelete {
-					e.Type = mvccpb.DELETE
-				}
-				if ev.PrevKV != nil {
-					e.PrevKv = toKV(*ev.PrevKV)
-				}
-				events = append(events, e)
 			}
 			w.mu.Lock()
 			w.idle = false
@@ -308,4 +300,19 @@ func (ws *watchStream) progressTick() {
 			w.requestProgress()
 		}
 	}
+}
+
+// toEvent is ev as etcd sends it, or nil where the watch's filters drop it.
+func toEvent(ev storage.Event, noPut, noDelete bool) *mvccpb.Event {
+	if (ev.Type == storage.EventPut && noPut) || (ev.Type == storage.EventDelete && noDelete) {
+		return nil
+	}
+	e := &mvccpb.Event{Kv: toKV(ev.KV)}
+	if ev.Type == storage.EventDelete {
+		e.Type = mvccpb.DELETE
+	}
+	if ev.PrevKV != nil {
+		e.PrevKv = toKV(*ev.PrevKV)
+	}
+	return e
 }

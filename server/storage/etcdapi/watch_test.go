@@ -27,16 +27,26 @@ func TestWatchStreamRequestsNeverWaitForEvents(t *testing.T) {
 	}
 }
 
-func testWatchesUnderChurn(t *testing.T, kind clientKind) {
+// newClient returns a client of kind on a fresh backend, closed when the
+// test ends, and a context that ends after timeout.
+func newClient(t *testing.T, kind clientKind, timeout time.Duration) (context.Context, *clientv3.Client) {
+	t.Helper()
 	be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	c := kind.new(ctx, etcdapi.New(be))
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
+	return ctx, c
+}
+
+func testWatchesUnderChurn(t *testing.T, kind clientKind) {
+	ctx, c := newClient(t, kind, 60*time.Second)
+	ctx, cancel := context.WithCancel(ctx) // ends the churn
+	defer cancel()
 	wctx := clientv3.WithRequireLeader(ctx) // one stream, as the API server's stores
 
 	const watchers, writes = 32, 2000

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/skiff-sh/skiff/server/storage"
@@ -149,19 +148,11 @@ func (w *watcher) pump(ctx context.Context, dw *directWatch, op clientv3.Op, pen
 				pending = append(pending, clientv3.WatchResponse{Header: w.s.header(batch.Revision)})
 				continue
 			}
-			evs := make([]*clientv3.Event, 0, len(batch.Events))
+			var evs []*clientv3.Event
 			for _, ev := range batch.Events {
-				if (ev.Type == storage.EventPut && noPut) || (ev.Type == storage.EventDelete && noDelete) {
-					continue
+				if e := toEvent(ev, noPut, noDelete); e != nil {
+					evs = append(evs, (*clientv3.Event)(e))
 				}
-				e := &clientv3.Event{Kv: toKV(ev.KV)}
-				if ev.Type == storage.EventDelete {
-					e.Type = mvccpb.DELETE
-				}
-				if ev.PrevKV != nil {
-					e.PrevKv = toKV(*ev.PrevKV)
-				}
-				evs = append(evs, e)
 			}
 			w.mu.Lock()
 			dw.idle = false
