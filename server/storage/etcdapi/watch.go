@@ -2,6 +2,7 @@ package etcdapi
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -231,12 +232,20 @@ func (ws *watchStream) closeWatch(w *streamWatch, err error) *pb.WatchResponse {
 	ws.mu.Unlock()
 	w.cancel()
 	resp := &pb.WatchResponse{Header: ws.s.header(0), WatchId: w.id, Canceled: true}
-	if err == storage.ErrCompacted {
-		resp.CompactRevision = ws.s.be.CompactRevision()
-	} else if err != nil {
-		resp.CancelReason = err.Error()
-	}
+	resp.CompactRevision, resp.CancelReason = ws.s.cancelCause(err)
 	return resp
+}
+
+// cancelCause is what a watch's final response says of err: the compact
+// revision for a compaction, else the error.
+func (s *Server) cancelCause(err error) (compactRev int64, reason string) {
+	switch {
+	case err == nil:
+		return 0, ""
+	case errors.Is(err, storage.ErrCompacted):
+		return s.be.CompactRevision(), ""
+	}
+	return 0, err.Error()
 }
 
 func (ws *watchStream) pump(ctx context.Context, w *streamWatch, bw storage.Watcher) {

@@ -27,31 +27,17 @@ type watcher struct {
 	mu      sync.Mutex
 	closed  bool
 	done    chan struct{}
-	watches map[*directWatch]struct{}
-}
-
-type directWatch struct {
-	bw storage.Watcher
-	// idle: nothing was delivered since the last progress tick.
-	idle bool
+	watches map[storage.Watcher]struct{}
 }
 
 func (s *Server) newWatcher() *watcher {
-	return &watcher{s: s, done: make(chan struct{}), watches: map[*directWatch]struct{}{}}
+	return &watcher{s: s, done: make(chan struct{}), watches: map[storage.Watcher]struct{}{}}
 }
 
 // Watch implements clientv3.Watcher.
 func (w *watcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
 	op := clientv3.OpWatch(key, opts...)
 	ch := make(chan clientv3.WatchResponse)
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		close(ch)
-		return ch
-	}
-	w.mu.Unlock()
-
 	start := op.Rev()
 	cur := w.s.be.CurrentRevision()
 	if start <= 0 {
@@ -79,7 +65,6 @@ func (w *watcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOpti
 		}()
 		return ch
 	}
-	dw := &directWatch{bw: bw}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -87,29 +72,25 @@ func (w *watcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOpti
 		close(ch)
 		return ch
 	}
-	w.watches[dw] = struct{}{}
+	w.watches[bw] = struct{}{}
 	w.mu.Unlock()
-	go w.pump(ctx, dw, op, first, ch)
+	go w.pump(ctx, bw, op, first, ch)
 	return ch
 }
 
 // canceled is the final response of a watch that ended with err.
 func (s *Server) canceled(err error) clientv3.WatchResponse {
 	resp := clientv3.WatchResponse{Header: s.header(0), Canceled: true}
-	if errors.Is(err, storage.ErrCompacted) {
-		resp.CompactRevision = s.be.CompactRevision()
-	} else {
-		resp.CancelReason = toGRPC(err).Error()
-	}
+	resp.CompactRevision, resp.CancelReason = s.cancelCause(err)
 	return resp
 }
 
-func (w *watcher) pump(ctx context.Context, dw *directWatch, op clientv3.Op, pending []clientv3.WatchResponse, ch chan<- clientv3.WatchResponse) {
+func (w *watcher) pump(ctx context.Context, bw storage.Watcher, op clientv3.Op, pending []clientv3.WatchResponse, ch chan<- clientv3.WatchResponse) {
 	defer func() {
 		w.mu.Lock()
-		delete(w.watches, dw)
+		delete(w.watches, bw)
 		w.mu.Unlock()
-		dw.bw.Close()
+		bw.Close()
 		close(ch)
 	}()
 	// Progress ticks only for watches that asked for notifications.
@@ -120,7 +101,8 @@ func (w *watcher) pump(ctx context.Context, dw *directWatch, op clientv3.Op, pen
 		tick = t.C
 	}
 	noPut, noDelete := op.IsFilterPut(), op.IsFilterDelete()
-	events := dw.bw.Events()
+	idle := false // nothing delivered since the last progress tick
+	events := bw.Events()
 	for {
 		// Deliver what is pending before taking more from the backend, so
 		// a slow reader holds back its watch and nothing else.
@@ -135,7 +117,7 @@ func (w *watcher) pump(ctx context.Context, dw *directWatch, op clientv3.Op, pen
 			pending = pending[1:]
 		case batch, ok := <-in:
 			if !ok {
-				if err := dw.bw.Err(); err != nil && ctx.Err() == nil {
+				if err := bw.Err(); err != nil && ctx.Err() == nil {
 					select {
 					case ch <- w.s.canceled(err):
 					case <-ctx.Done():
@@ -154,20 +136,15 @@ func (w *watcher) pump(ctx context.Context, dw *directWatch, op clientv3.Op, pen
 					evs = append(evs, (*clientv3.Event)(e))
 				}
 			}
-			w.mu.Lock()
-			dw.idle = false
-			w.mu.Unlock()
+			idle = false
 			if len(evs) > 0 {
 				pending = append(pending, clientv3.WatchResponse{Header: w.s.header(batch.Revision), Events: evs})
 			}
 		case <-tick:
-			w.mu.Lock()
-			send := dw.idle
-			dw.idle = true
-			w.mu.Unlock()
-			if send {
-				dw.bw.RequestProgress()
+			if idle {
+				bw.RequestProgress()
 			}
+			idle = true
 		case <-ctx.Done():
 			return
 		case <-w.done:
@@ -186,8 +163,8 @@ func (w *watcher) RequestProgress(context.Context) error {
 	if w.closed {
 		return errors.New("etcdapi: watcher closed")
 	}
-	for dw := range w.watches {
-		dw.bw.RequestProgress()
+	for bw := range w.watches {
+		bw.RequestProgress()
 	}
 	return nil
 }
