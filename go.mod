@@ -279,6 +279,8 @@ require (
 	tags.cncf.io/container-device-interface/specs-go v1.1.1 // indirect
 )
 
+replace github.com/emicklei/go-restful/v3 => ./.build/modules/github.com/emicklei/go-restful/v3
+
 replace k8s.io/api => k8s.io/api v0.37.2
 
 replace k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.37.2
