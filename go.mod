@@ -291,7 +291,7 @@ replace k8s.io/apiserver => ./.build/modules/k8s.io/apiserver
 
 replace k8s.io/cli-runtime => k8s.io/cli-runtime v0.37.2
 
-replace k8s.io/client-go => k8s.io/client-go v0.37.2
+replace k8s.io/client-go => ./.build/modules/k8s.io/client-go
 
 replace k8s.io/cloud-provider => k8s.io/cloud-provider v0.37.2
 
