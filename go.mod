@@ -25,7 +25,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 	helm.sh/helm/v3 v3.22.0
 	k8s.io/api v0.37.2
-	k8s.io/apiextensions-apiserver v0.37.0
+	k8s.io/apiextensions-apiserver v0.37.2
 	k8s.io/apimachinery v0.37.2
 	k8s.io/apiserver v0.37.2
 	k8s.io/cli-runtime v0.37.2
@@ -283,7 +283,7 @@ replace github.com/emicklei/go-restful/v3 => ./.build/modules/github.com/emickle
 
 replace k8s.io/api => k8s.io/api v0.37.2
 
-replace k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.37.2
+replace k8s.io/apiextensions-apiserver => ./.build/modules/k8s.io/apiextensions-apiserver
 
 replace k8s.io/apimachinery => k8s.io/apimachinery v0.37.2
 
