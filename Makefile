@@ -17,8 +17,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) \
 UNIT_DIRS := . ./internal/... ./server/... ./agent/... ./embedded/... ./images/... ./scripts/...
 UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(UNIT_DIRS))
 # Upstream packages Skiff patches whose patches add tests (named TestSkiff*,
-# in third_party/patches).
-PATCH_TEST_PKGS := github.com/emicklei/go-restful/v3 k8s.io/apiextensions-apiserver/pkg/apiserver k8s.io/apiextensions-apiserver/pkg/controller/establish k8s.io/client-go/tools/cache k8s.io/apiserver/pkg/server/mux k8s.io/apiserver/pkg/util/goroutinepool k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager/skiffadmissiontest k8s.io/apiserver/pkg/storage/cacher k8s.io/kubernetes/pkg/printers k8s.io/kubernetes/pkg/kubelet/volumemanager/...
+# and fuzz tests named FuzzSkiff*, whose seeds run as tests: go test
+# -fuzz takes only the main module's packages, so fuzzing is done in a
+# copy of the module; in third_party/patches).
+PATCH_TEST_PKGS := github.com/emicklei/go-restful/v3 k8s.io/apiextensions-apiserver/pkg/apiserver k8s.io/apiextensions-apiserver/pkg/controller/establish k8s.io/client-go/tools/cache k8s.io/apiserver/pkg/server/mux k8s.io/apiserver/pkg/util/goroutinepool k8s.io/apiserver/pkg/endpoints/handlers k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager/skiffadmissiontest k8s.io/apiserver/pkg/storage/cacher k8s.io/kubernetes/pkg/printers k8s.io/kubernetes/pkg/kubelet/volumemanager/...
 # -trimpath keeps the build cache valid across checkouts: the patched
 # modules live under each checkout's .build (see modules).
 TEST_FLAGS ?= -race -trimpath -count=1
@@ -51,7 +53,7 @@ test: build unit e2e
 
 unit: modules
 	$(GO) test $(TEST_FLAGS) $(UNIT_PKGS)
-	$(GO) test $(TEST_FLAGS) -run '^TestSkiff' $(PATCH_TEST_PKGS)
+	$(GO) test $(TEST_FLAGS) -run '^(TestSkiff|FuzzSkiff)' $(PATCH_TEST_PKGS)
 	cd embedded/build && $(GO) test $(TEST_FLAGS) ./shim
 
 e2e: build
