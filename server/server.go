@@ -199,6 +199,7 @@ func Run(ctx context.Context, c Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	apiErr := make(chan error, 1)
+	apiInformers := make(chan informers.SharedInformerFactory, 1)
 	go func() {
 		apiErr <- apiserver.Run(ctx, apiserver.Config{
 			StateDir:          filepath.Join(dir, "apiserver"),
@@ -225,6 +226,7 @@ func Run(ctx context.Context, c Config) error {
 			ServiceCIDR:   c.ServiceCIDR,
 			NodePortRange: c.NodePortRange,
 			ExtraArgs:     append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
+			Informers:     func(f informers.SharedInformerFactory) { apiInformers <- f },
 			Logger:        log,
 		})
 	}()
@@ -267,7 +269,14 @@ func Run(ctx context.Context, c Config) error {
 		return stopAPI(cancel, apiErr, err)
 	}
 	built := make(chan struct{})
-	ctrlErr, err := startControlLoops(ctx, c, bundle, local, func() { close(built) })
+	// The API server hands over its informer factory before it serves.
+	var shared informers.SharedInformerFactory
+	select {
+	case shared = <-apiInformers:
+	default:
+		return stopAPI(cancel, apiErr, errors.New("server: the API server is ready but gave no informer factory"))
+	}
+	ctrlErr, err := startControlLoops(ctx, c, bundle, local, shared, func() { close(built) })
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)
 	}
@@ -321,7 +330,7 @@ func tolerationArgs(seconds int) []string {
 //
 // built is called once the controller manager's controllers are all
 // constructed (waitVolumeControllers).
-func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string, built func()) (<-chan error, error) {
+func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server string, apiInformers informers.SharedInformerFactory, built func()) (<-chan error, error) {
 	errc := make(chan error, 2)
 	credDir := filepath.Join(c.serverDir(), "cred")
 	if err := os.MkdirAll(credDir, 0o700); err != nil {
@@ -345,23 +354,16 @@ func startControlLoops(ctx context.Context, c Config, b *pki.Bundle, server stri
 		}
 		return path, nil
 	}
-	// One informer factory serves the controller manager and the
-	// scheduler (informerpool), listing and watching as the controller
-	// manager; without a controller manager the scheduler makes its own.
+	// The API server's informer factory also serves the controller manager
+	// and the scheduler (informerpool); without a controller manager the
+	// scheduler makes its own.
 	var pool *informerpool.Pool
 	if !c.DisableControllerManager {
 		kc, err := kubeconfig("controller", "system:kube-controller-manager")
 		if err != nil {
 			return nil, err
 		}
-		rc, err := clientcmd.BuildConfigFromFlags("", kc)
-		if err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-		rc.QPS, rc.Burst = controlLoopQPS, 2*controlLoopQPS
-		if pool, err = informerpool.New(ctx, rc); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
+		pool = informerpool.New(ctx, apiInformers)
 		go func() {
 			errc <- leader.Run(ctx, kc, leaseControllerManager, leader.Default, func(ctx context.Context) error {
 				return controllers.Run(ctx, controllers.Config{

@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -79,6 +80,12 @@ type Config struct {
 	// ExtraArgs are appended kube-apiserver flags (--name=value), for
 	// settings Skiff does not model.
 	ExtraArgs []string
+	// Informers, when set, is given the API server's own shared informer
+	// factory (the loopback informers of its admission, authorization and
+	// authentication; objects kept without managedFields) before the
+	// server starts serving, so components in the same process can share
+	// its informers instead of keeping a second copy of every object.
+	Informers func(informers.SharedInformerFactory)
 	// Logger receives the upstream components' klog output.
 	Logger *slog.Logger
 }
@@ -204,6 +211,9 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	if c.Informers != nil {
+		c.Informers(config.KubeAPIs.ControlPlane.VersionedInformers)
+	}
 	// createServerChain installs the kube-apiserver's and the apiextensions
 	// server's OpenAPI itself (built on demand).
 	config.KubeAPIs.ControlPlane.Generic.SkipOpenAPIInstallation = true

@@ -1,8 +1,9 @@
 // Package informerpool gives the control loops that run in the server
-// process, upstream's kube-controller-manager and kube-scheduler, one
-// client-go shared informer factory, so each resource is listed, watched,
-// decoded and kept once instead of once per component (at 30,000 pods the
-// scheduler's second copy of every pod alone was ~270 MB).
+// process, upstream's kube-controller-manager and kube-scheduler, the API
+// server's own client-go shared informer factory, so each resource is
+// listed, watched, decoded and kept once in the process instead of once
+// per component (at 30,000 pods each extra copy of every pod is ~150-270
+// MB).
 //
 // The controller manager gets the factory itself. The scheduler gets a view
 // whose pod informer holds only pods that are not terminal, which is what
@@ -12,43 +13,37 @@
 // it. Both hand the factory to upstream through Skiff's patch to
 // k8s.io/kubernetes (third_party/patches).
 //
-// The pool owns the informers. They start when the controller manager
-// starts its own: upstream's Run does that after building every
-// controller, and some controllers add event handlers before they set the
-// listers those handlers read (the disruption controller's pod handler
-// reads its PDB lister), so an informer already running would call them
-// half-built. The scheduler's Start waits for that moment. The informers
-// then run until the pool's context ends, whatever the components' own
-// contexts. That fits the server, which makes a pool only with a
-// controller manager, runs both in one process and ends when either ends
-// (a lost lease included); components that restart within one process, or
-// a scheduler whose process does not run the controller manager, would
-// need a pool per run.
+// The API server starts its informers before it serves; the ones only the
+// components use start when the controller manager starts its own.
+// Upstream's Run does that after building every controller, and some
+// controllers add event handlers before they set the listers those
+// handlers read (the disruption controller's pod handler reads its PDB
+// lister), so the components' handlers are not called before that moment,
+// even on informers already running (gated). The scheduler's Start waits
+// for it too. The components' informers then run until the pool's context
+// ends, whatever the components' own contexts. That fits the server, which
+// makes a pool only with a controller manager, runs both in one process
+// and ends when either ends (a lost lease included); components that
+// restart within one process, or a scheduler whose process does not run
+// the controller manager, would need a pool per run.
 package informerpool
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/informers/core"
 	corev1informers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/informers/internalinterfaces"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	corev1 "k8s.io/api/core/v1"
 )
-
-// Name identifies the pool's informers in client-go's informer metrics.
-const Name = "skiff-control-loops"
 
 // Pool is one shared informer factory for the in-process control loops.
 type Pool struct {
@@ -59,35 +54,18 @@ type Pool struct {
 	cmOnce    sync.Once
 }
 
-// New makes a pool whose informers list and watch as cfg's identity
-// (which must be allowed to list and watch everything the components
-// read: the controller manager's is) and run until ctx ends. Objects are
-// kept without managedFields, as both components' own factories do.
-func New(ctx context.Context, cfg *rest.Config) (*Pool, error) {
-	cfg = rest.CopyConfig(cfg)
-	// Both components' informers ask for protobuf.
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	cfg = rest.AddUserAgent(cfg, "shared-informers")
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("informerpool: %w", err)
-	}
-	return newPool(ctx, client, Name)
-}
-
-func newPool(ctx context.Context, client kubernetes.Interface, informerName string) (*Pool, error) {
-	name, err := cache.NewInformerName(informerName)
-	if err != nil {
-		return nil, fmt.Errorf("informerpool: %w", err)
-	}
-	f := informers.NewSharedInformerFactoryWithOptions(client, resyncPeriod(),
-		informers.WithTransform(dropManagedFields), informers.WithInformerName(name))
-	go func() {
-		<-ctx.Done()
-		f.Shutdown()
-	}()
-	return &Pool{ctx: ctx, factory: f, cmStarted: make(chan struct{})}, nil
+// New makes a pool over base, the API server's own informer factory
+// (apiserver.Config.Informers), so the process keeps one informer, and one
+// copy of the objects, per resource: a pod is kept by the API server's
+// watch cache and by these informers, not by a third. base must keep
+// objects without managedFields, as the API server's factory and both
+// components' own factories do (neither reads them). Handlers the
+// components add get the controller manager's resync period, not base's;
+// informers that only the components use are made in base and started on
+// ctx.
+func New(ctx context.Context, base informers.SharedInformerFactory) *Pool {
+	started := make(chan struct{})
+	return &Pool{ctx: ctx, factory: newGated(ctx, base, started, resyncPeriod()), cmStarted: started}
 }
 
 // resyncPeriod is the controller manager's default: a random period
@@ -96,15 +74,6 @@ func newPool(ctx context.Context, client kubernetes.Interface, informerName stri
 func resyncPeriod() time.Duration {
 	const min = 12 * time.Hour
 	return min + time.Duration(rand.Int64N(int64(min)))
-}
-
-// dropManagedFields is upstream's transform for both components'
-// informers: neither reads managedFields.
-func dropManagedFields(obj any) (any, error) {
-	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // ControllerManager is the controller manager's factory. Its first Start

@@ -9,9 +9,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 )
@@ -146,6 +149,17 @@ func TestActiveIndexer(t *testing.T) {
 	}
 }
 
+// apiServerFactory is a factory made as the API server makes its own.
+func apiServerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
+	trim := func(obj any) (any, error) {
+		if m, err := meta.Accessor(obj); err == nil {
+			m.SetManagedFields(nil)
+		}
+		return obj, nil
+	}
+	return informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute, informers.WithTransform(trim))
+}
+
 // TestPoolViews runs the pool on a fake clientset: both components share
 // each informer, the scheduler's pods leave terminal pods out, and the
 // informers outlive the Start caller's stop channel (the pool's context
@@ -154,10 +168,7 @@ func TestPoolViews(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	client := fake.NewClientset(pod("run", corev1.PodRunning), pod("done", corev1.PodSucceeded))
-	p, err := newPool(ctx, client, t.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := New(ctx, apiServerFactory(client))
 	started := 0
 	cm := p.ControllerManager(func() { started++ })
 	sched := p.Scheduler()
@@ -210,9 +221,6 @@ func TestPoolViews(t *testing.T) {
 	if objs, _ := schedPods.Informer().GetIndexer().ByIndex("by-name", "done"); len(objs) != 0 {
 		t.Errorf("scheduler's index finds terminal pod: %v", objs)
 	}
-	if pods := cmPods.Informer().GetStore().List(); len(pods) == 2 && len(pods[0].(*corev1.Pod).ManagedFields) != 0 {
-		t.Error("managedFields kept")
-	}
 
 	// The pod finishing is a delete to the scheduler; the informers run
 	// although the Start callers' stop channel was closed.
@@ -248,10 +256,7 @@ func TestSchedulerStartsAfterControllerManager(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	client := fake.NewClientset(pod("run", corev1.PodRunning))
-	p, err := newPool(ctx, client, t.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := New(ctx, apiServerFactory(client))
 	sched := p.Scheduler()
 	nodes := sched.Core().V1().Nodes().Informer()
 	returned := make(chan struct{})
@@ -300,10 +305,7 @@ func TestSchedulerStartsAfterControllerManager(t *testing.T) {
 	// Without a controller manager, the scheduler's Start returns when the
 	// pool's context ends, having started nothing.
 	ctx2, cancel2 := context.WithCancel(t.Context())
-	p2, err := newPool(ctx2, client, t.Name()+"-2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p2 := New(ctx2, apiServerFactory(client))
 	returned2 := make(chan struct{})
 	go func() {
 		p2.Scheduler().Start(ctx2.Done())
@@ -314,5 +316,158 @@ func TestSchedulerStartsAfterControllerManager(t *testing.T) {
 	case <-returned2:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the scheduler's Start still waits after the pool's context ended")
+	}
+}
+
+// TestSharesRunningInformers: the components get the API server's own
+// informers, already running, and their handlers on them are called only
+// once the controller manager starts (typed and generic alike), then with
+// every object as part of the initial list.
+func TestSharesRunningInformers(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	client := fake.NewClientset(pod("run", corev1.PodRunning))
+	base := apiServerFactory(client)
+	basePods := base.Core().V1().Pods().Informer()
+	base.StartWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), basePods.HasSynced) {
+		t.Fatal("the API server's pod informer did not sync")
+	}
+
+	p := New(ctx, base)
+	cm := p.ControllerManager(nil)
+	pods := cm.Core().V1().Pods().Informer()
+	if pods.GetIndexer() != basePods.GetIndexer() {
+		t.Fatal("the controller manager has its own pod informer, not the API server's")
+	}
+	gi, err := cm.ForResource(podResource)
+	if err != nil || gi.Informer().GetIndexer() != basePods.GetIndexer() {
+		t.Fatalf("ForResource(pods) is not the API server's informer: %v", err)
+	}
+	initial := &initialRecorder{}
+	typed, generic := &recorder{}, &recorder{}
+	for _, add := range []func() error{
+		func() error { _, err := pods.AddEventHandler(typed); return err },
+		func() error { _, err := gi.Informer().AddEventHandler(generic); return err },
+		func() error { _, err := pods.AddEventHandler(initial); return err },
+	} {
+		if err := add(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if len(typed.seen()) != 0 || len(generic.seen()) != 0 {
+		t.Fatalf("handlers were called before the controller manager started: %q, %q", typed.seen(), generic.seen())
+	}
+	cm.Start(ctx.Done())
+	for _, r := range []*recorder{typed, generic} {
+		if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return slices.Equal(r.seen(), []string{"add run"}), nil
+		}); err != nil {
+			t.Fatalf("handler saw %q after the start, want the running pod added", r.seen())
+		}
+	}
+	if got := initial.get(); !slices.Equal(got, []bool{true}) {
+		t.Errorf("isInInitialList = %v, want [true]", got)
+	}
+	if _, err := client.CoreV1().Pods("ns").UpdateStatus(ctx, pod("run", corev1.PodSucceeded), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return slices.Equal(typed.seen(), []string{"add run", "update run"}), nil
+	}); err != nil {
+		t.Fatalf("handler saw %q, want the update too", typed.seen())
+	}
+}
+
+type initialRecorder struct {
+	mu      sync.Mutex
+	initial []bool
+}
+
+func (r *initialRecorder) OnAdd(_ any, initial bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.initial = append(r.initial, initial)
+}
+func (r *initialRecorder) OnUpdate(_, _ any) {}
+func (r *initialRecorder) OnDelete(any)      {}
+func (r *initialRecorder) get() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.initial)
+}
+
+// TestGatedHandlerEndsWithPool: a handler held at the gate is dropped, not
+// called, when the pool ends before the controller manager starts.
+func TestGatedHandlerEndsWithPool(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	g := newGated(ctx, nil, make(chan struct{}), time.Hour)
+	r := &recorder{}
+	h := g.handler(r)
+	returned := make(chan struct{})
+	go func() {
+		h.OnAdd(pod("a", corev1.PodRunning), true)
+		close(returned)
+	}()
+	select {
+	case <-returned:
+		t.Fatal("the handler was called before the gate opened")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held call did not return when the pool ended")
+	}
+	if len(r.seen()) != 0 {
+		t.Errorf("the handler was called: %q", r.seen())
+	}
+}
+
+// resyncRecorder is an informer that records the resync period each
+// handler asks for.
+type resyncRecorder struct {
+	cache.SharedIndexInformer
+	got []*time.Duration
+}
+
+func (r *resyncRecorder) AddEventHandlerWithResyncPeriod(_ cache.ResourceEventHandler, d time.Duration) (cache.ResourceEventHandlerRegistration, error) {
+	r.got = append(r.got, &d)
+	return nil, nil
+}
+
+func (r *resyncRecorder) AddEventHandlerWithOptions(_ cache.ResourceEventHandler, o cache.HandlerOptions) (cache.ResourceEventHandlerRegistration, error) {
+	r.got = append(r.got, o.ResyncPeriod)
+	return nil, nil
+}
+
+// TestGatedResync: handlers that do not ask for a resync period get the
+// pool's (the controller manager's 12-24 h), not the API server factory's
+// 10 minutes; a period asked for is kept.
+func TestGatedResync(t *testing.T) {
+	poolResync, zero, five := 13*time.Hour, time.Duration(0), 5*time.Minute
+	tests := []struct {
+		name string
+		add  func(cache.SharedIndexInformer)
+		want *time.Duration
+	}{
+		{"AddEventHandler", func(i cache.SharedIndexInformer) { i.AddEventHandler(&recorder{}) }, &poolResync},
+		{"WithResyncPeriod", func(i cache.SharedIndexInformer) { i.AddEventHandlerWithResyncPeriod(&recorder{}, five) }, &five},
+		{"WithOptions unset", func(i cache.SharedIndexInformer) { i.AddEventHandlerWithOptions(&recorder{}, cache.HandlerOptions{}) }, &poolResync},
+		{"WithOptions zero", func(i cache.SharedIndexInformer) {
+			i.AddEventHandlerWithOptions(&recorder{}, cache.HandlerOptions{ResyncPeriod: &zero})
+		}, &zero},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGated(t.Context(), nil, make(chan struct{}), poolResync)
+			rec := &resyncRecorder{}
+			tt.add(g.wrap(rec))
+			if len(rec.got) != 1 || rec.got[0] == nil || *rec.got[0] != *tt.want {
+				t.Errorf("resync periods asked for: %v, want [%v]", rec.got, *tt.want)
+			}
+		})
 	}
 }
