@@ -83,7 +83,9 @@ func (g *gated) Start(stop <-chan struct{})        { g.base.Start(stop) }
 func (g *gated) StartWithContext(ctx context.Context) {
 	g.base.StartWithContext(ctx)
 }
-func (g *gated) Shutdown() { g.base.Shutdown() }
+
+// Shutdown does nothing: the API server owns base and shuts it down.
+func (g *gated) Shutdown() {}
 func (g *gated) WaitForCacheSync(stop <-chan struct{}) map[reflect.Type]bool {
 	return g.base.WaitForCacheSync(stop)
 }
