@@ -23,6 +23,7 @@ import (
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/api/meta"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/informers"
@@ -38,6 +39,7 @@ import (
 	basecompatibility "k8s.io/component-base/compatibility"
 	"k8s.io/component-base/featuregate"
 
+	"github.com/skiff-sh/skiff/internal/intern"
 	"github.com/skiff-sh/skiff/server/apiserver/authncache"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
@@ -211,6 +213,12 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
+	// One table for the watch caches and the informers: their objects
+	// share one copy of the values they repeat (internal/intern).
+	objects := intern.New(0)
+	if err := internInformers(config.KubeAPIs.ControlPlane.VersionedInformers, objects); err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
 	if c.Informers != nil {
 		c.Informers(config.KubeAPIs.ControlPlane.VersionedInformers)
 	}
@@ -223,7 +231,7 @@ func Run(ctx context.Context, c Config) error {
 		[]*openapicommon.Config{kubeGeneric.OpenAPIConfig, extGeneric.OpenAPIConfig, aggGeneric.OpenAPIConfig},
 		[]*openapicommon.OpenAPIV3Config{kubeGeneric.OpenAPIV3Config, extGeneric.OpenAPIV3Config, aggGeneric.OpenAPIV3Config})
 	if c.NewEtcdClient != nil {
-		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval)
+		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval, objects)
 		defer stop()
 		kube := config.KubeAPIs.ControlPlane.Generic
 		kube.RESTOptionsGetter = stores.Getter(kube.RESTOptionsGetter)
@@ -276,6 +284,28 @@ func Run(ctx context.Context, c Config) error {
 	releaseOpenAPIDefinitions(config.KubeAPIs.ControlPlane.Generic.OpenAPIV3Config)
 	phase("prepare (OpenAPI)")
 	return prepared.Run(ctx)
+}
+
+// internInformers makes the factory's pod and node informers, the ones
+// that hold an object for every pod and node of the cluster, intern what
+// they keep. The factory (upstream's) strips managedFields from every
+// object it keeps; the transform set here replaces that one for these
+// informers, so it strips them too. Nothing has started the informers
+// yet: upstream starts them in a post-start hook.
+func internInformers(f informers.SharedInformerFactory, objects *intern.Table) error {
+	transform := func(obj any) (any, error) {
+		if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+			m.SetManagedFields(nil)
+		}
+		objects.Object(obj)
+		return obj, nil
+	}
+	for _, inf := range []cache.SharedIndexInformer{f.Core().V1().Pods().Informer(), f.Core().V1().Nodes().Informer()} {
+		if err := inf.SetTransform(transform); err != nil {
+			return fmt.Errorf("intern informer objects: %w", err)
+		}
+	}
+	return nil
 }
 
 // startPhases returns a function that logs, at debug level, how long each

@@ -18,6 +18,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdk8s "go.etcd.io/etcd/client/v3/kubernetes"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	genericfeatures "k8s.io/apiserver/pkg/features"
@@ -32,12 +34,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/skiff-sh/skiff/internal/intern"
 )
 
 // Factory builds stores on in-process etcd clients.
 type Factory struct {
 	newClient func() *clientv3.Client
 	compactor etcd3.Compactor
+	objects   *intern.Table
 }
 
 // New starts the one compactor the stores report compactions through
@@ -48,9 +53,14 @@ type Factory struct {
 // (clientv3 multiplexes every watch of a client on one stream, where one
 // resource's progress requests would reach every resource's watch).
 // In-process clients cost no connection and marshal nothing.
-func New(newClient func() *clientv3.Client, compactionInterval time.Duration) (f *Factory, stop func()) {
+//
+// objects, if not nil, interns every object as it enters a watch cache
+// (internal/intern): the watch cache keeps an object for as long as it is
+// current and hands it out read-only, so its objects share the strings
+// and small maps they repeat.
+func New(newClient func() *clientv3.Client, compactionInterval time.Duration, objects *intern.Table) (f *Factory, stop func()) {
 	comp := etcd3.NewCompactor(newClient(), compactionInterval, clock.RealClock{}, nil)
-	return &Factory{newClient: newClient, compactor: comp}, comp.Stop
+	return &Factory{newClient: newClient, compactor: comp, objects: objects}, comp.Stop
 }
 
 // Getter makes g hand out f's stores; everything else g decides (storage
@@ -74,10 +84,11 @@ var undecoratedPC = reflect.ValueOf(generic.UndecoratedStorage).Pointer()
 // isStorageWithCacher: pc is the code of a closure made by
 // genericregistry.StorageWithCacher. Closures have no identity to compare
 // and their code pointer differs wherever the maker is inlined, but the
-// compiler names them after it ("...StorageWithCacher.func1").
+// compiler names them after it: "...StorageWithCacher.func1", or
+// "<caller>.StorageWithCacher.1" where the maker is inlined into a closure.
 func isStorageWithCacher(pc uintptr) bool {
 	fn := runtime.FuncForPC(pc)
-	return fn != nil && strings.Contains(fn.Name(), ".StorageWithCacher.func")
+	return fn != nil && strings.Contains(fn.Name(), ".StorageWithCacher.")
 }
 
 func (g restOptionsGetter) GetRESTOptions(resource schema.GroupResource, example kruntime.Object) (generic.RESTOptions, error) {
@@ -147,6 +158,16 @@ func (f *Factory) withCacher(c *storagebackend.ConfigForResource, resourcePrefix
 	st, destroy, err := f.raw(c, newFunc, newListFunc, resourcePrefix)
 	if err != nil {
 		return nil, nil, err
+	}
+	if f.objects != nil && getAttrs != nil {
+		// The watch cache computes an object's attributes exactly once,
+		// as the object enters it (an event or its initial list), before
+		// it stores or dispatches it: the one place to intern.
+		attrs := getAttrs
+		getAttrs = func(obj kruntime.Object) (labels.Set, fields.Set, error) {
+			f.objects.Object(obj)
+			return attrs(obj)
+		}
 	}
 	cacher, err := cacherstorage.NewCacherFromConfig(cacherstorage.Config{
 		Storage:             st,

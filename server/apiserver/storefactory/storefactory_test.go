@@ -3,9 +3,11 @@ package storefactory_test
 import (
 	"context"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,6 +27,7 @@ import (
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/skiff-sh/skiff/internal/intern"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 	skiffstorage "github.com/skiff-sh/skiff/server/storage"
 	"github.com/skiff-sh/skiff/server/storage/bolt"
@@ -79,7 +82,7 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			t.Cleanup(cancel)
 			srv := etcdapi.New(be)
-			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0)
+			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, nil)
 			t.Cleanup(stop)
 
 			inner := &getter{decorator: tc.decorator}
@@ -153,7 +156,7 @@ func TestGetterLeavesOtherDecoratorsAlone(t *testing.T) {
 	}
 	t.Cleanup(func() { be.Close() })
 	srv := etcdapi.New(be)
-	f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(t.Context()) }, 0)
+	f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(t.Context()) }, 0, nil)
 	t.Cleanup(stop)
 	called := false
 	custom := func(*storagebackend.ConfigForResource, string, func(runtime.Object) (string, error), func() runtime.Object,
@@ -167,5 +170,77 @@ func TestGetterLeavesOtherDecoratorsAlone(t *testing.T) {
 	}
 	if _, _, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix, nil, nil, nil, nil, nil, nil); err != nil || !called {
 		t.Fatalf("a decorator the factory does not know was replaced (called %v, err %v)", called, err)
+	}
+}
+
+// TestWatchCacheInternsObjects: with a table, the objects the watch cache
+// keeps share the values they repeat; without one, each keeps its own.
+func TestWatchCacheInternsObjects(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		table  *intern.Table
+		shared bool
+	}{
+		{"no table", nil, false},
+		{"table", intern.New(0), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { be.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			t.Cleanup(cancel)
+			srv := etcdapi.New(be)
+			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, tc.table)
+			t.Cleanup(stop)
+			opts, err := f.Getter(&getter{decorator: genericregistry.StorageWithCacher()}).GetRESTOptions(schema.GroupResource{Resource: "pods"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
+				func(obj runtime.Object) (string, error) {
+					return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj)
+				},
+				func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
+				storage.DefaultNamespaceScopedAttr, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer destroy()
+			for st.ReadinessCheck() != nil {
+				if ctx.Err() != nil {
+					t.Fatal("store never ready")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for _, name := range []string{"a", "b"} {
+				in := &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns",
+					Labels: map[string]string{"app": "web", "tier": "front"}}, Spec: example.PodSpec{NodeName: "node-1"}}
+				if err := st.Create(ctx, "/pods/ns/"+name, in, &example.Pod{}, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Listed from the watch cache once it holds both.
+			var list example.PodList
+			for len(list.Items) < 2 {
+				if ctx.Err() != nil {
+					t.Fatalf("the watch cache lists %d pods, want 2", len(list.Items))
+				}
+				if err := st.GetList(ctx, "/pods/ns", storage.ListOptions{ResourceVersion: "0", Predicate: storage.Everything, Recursive: true}, &list); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, b := list.Items[0], list.Items[1]
+			if a.Name == b.Name || !reflect.DeepEqual(a.Labels, b.Labels) || a.Spec.NodeName != "node-1" {
+				t.Fatalf("listed %+v and %+v", a, b)
+			}
+			labels := reflect.ValueOf(a.Labels).Pointer() == reflect.ValueOf(b.Labels).Pointer()
+			node := unsafe.StringData(a.Spec.NodeName) == unsafe.StringData(b.Spec.NodeName)
+			if labels != tc.shared || node != tc.shared {
+				t.Fatalf("labels shared %v, node name shared %v; want %v", labels, node, tc.shared)
+			}
+		})
 	}
 }

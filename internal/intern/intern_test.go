@@ -1,0 +1,270 @@
+package intern_test
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/skiff-sh/skiff/internal/intern"
+)
+
+// decoded returns a pod as a decoder would: every string and map its own
+// allocation (round-tripped through protobuf).
+func decoded(t testing.TB, name string, labels map[string]string, cpu string) *v1.Pod {
+	t.Helper()
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: "default", UID: types.UID("uid-" + name), ResourceVersion: "123457",
+			Labels:          labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d8f", UID: "rs-uid", Controller: ptr.To(true)}},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate,
+				Time: &metav1.Time{Time: time.Unix(1700000000, 0)}, FieldsType: "FieldsV1",
+				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{".":{},"f:app":{}}}}`)}}},
+		},
+		Spec: v1.PodSpec{
+			NodeSelector: map[string]string{"disk": "ssd"},
+			Containers: []v1.Container{{
+				Name: "app", Image: "registry.example/app:1.0", Args: []string{"--port", "8080"},
+				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{
+					v1.ResourceCPU: resource.MustParse(cpu), v1.ResourceMemory: resource.MustParse("16Mi")}},
+			}},
+			Tolerations: []v1.Toleration{
+				{Key: "node.kubernetes.io/not-ready", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+				{Key: "node.kubernetes.io/unreachable", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)}},
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			Volumes: []v1.Volume{{Name: "kube-api-access-" + name, VolumeSource: v1.VolumeSource{Projected: &v1.ProjectedVolumeSource{
+				DefaultMode: ptr.To[int32](420),
+				Sources: []v1.VolumeProjection{
+					{ServiceAccountToken: &v1.ServiceAccountTokenProjection{ExpirationSeconds: ptr.To[int64](3607), Path: "token"}},
+					{ConfigMap: &v1.ConfigMapProjection{LocalObjectReference: v1.LocalObjectReference{Name: "kube-root-ca.crt"},
+						Items: []v1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+				}}}}},
+		},
+		Status: v1.PodStatus{Phase: v1.PodRunning, PodIP: "10.0.0.1", PodIPs: []v1.PodIP{{IP: "10.0.0.1"}},
+			Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue, LastTransitionTime: metav1.Time{Time: time.Unix(1700000000, 0)}}}},
+	}
+	b, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &v1.Pod{}
+	if err := out.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+func sameMap(a, b any) bool       { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
+
+// same: two pointers, or two slices' arrays, are one.
+func same(a, b any) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
+
+func TestObjectSharesRepeatedValues(t *testing.T) {
+	tab := intern.New(0)
+	a := decoded(t, "pod-a", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
+	b := decoded(t, "b", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
+	c := decoded(t, "c", map[string]string{"app": "db"}, "20m")
+	want := []*v1.Pod{a.DeepCopy(), b.DeepCopy(), c.DeepCopy()}
+	for _, p := range []*v1.Pod{a, b, c} {
+		tab.Object(p)
+	}
+	for i, p := range []*v1.Pod{a, b, c} {
+		if !reflect.DeepEqual(p, want[i]) {
+			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
+		}
+	}
+	// Structures are filed once their parts are: pods seen later share
+	// them whole.
+	d := decoded(t, "pod-d", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
+	e := decoded(t, "pod-e", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
+	wantE := e.DeepCopy()
+	tab.Object(d)
+	tab.Object(e)
+	if !reflect.DeepEqual(e, wantE) {
+		t.Fatalf("interning changed pod e:\n got %+v\nwant %+v", e, wantE)
+	}
+	ca, cb := a.Spec.Containers[0], b.Spec.Containers[0]
+	pd, pe := d.Spec.Volumes[0].Projected, e.Spec.Volumes[0].Projected
+	shared := []struct {
+		what string
+		ok   bool
+	}{
+		{"namespace", sameString(a.Namespace, b.Namespace)},
+		{"image", sameString(ca.Image, cb.Image)},
+		{"container name", sameString(ca.Name, cb.Name)},
+		{"args", sameString(ca.Args[1], cb.Args[1])},
+		{"owner kind", sameString(a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind)},
+		{"owner UID", sameString(string(a.OwnerReferences[0].UID), string(b.OwnerReferences[0].UID))},
+		{"toleration key (named string type)", sameString(a.Spec.Tolerations[0].Key, b.Spec.Tolerations[0].Key)},
+		{"pod IP and pod IPs", sameString(a.Status.PodIP, a.Status.PodIPs[0].IP)},
+		{"phase", sameString(string(a.Status.Phase), string(c.Status.Phase))},
+		{"labels map", sameMap(a.Labels, b.Labels)},
+		{"node selector map (across different pods)", sameMap(a.Spec.NodeSelector, c.Spec.NodeSelector)},
+		{"requests map", sameMap(ca.Resources.Requests, cb.Resources.Requests)},
+		{"projected volume source (pointer to a structure)", same(pd, pe)},
+		{"tolerations (slice)", same(d.Spec.Tolerations, e.Spec.Tolerations)},
+		{"owner references (slice)", same(d.OwnerReferences, e.OwnerReferences)},
+		{"grace period (pointer to int)", same(d.Spec.TerminationGracePeriodSeconds, e.Spec.TerminationGracePeriodSeconds)},
+		{"managedFields FieldsV1", same(d.ManagedFields[0].FieldsV1, e.ManagedFields[0].FieldsV1)},
+		{"container args (slice of strings)", same(ca.Args, cb.Args)},
+	}
+	for _, s := range shared {
+		if !s.ok {
+			t.Errorf("%s: not shared", s.what)
+		}
+	}
+	notShared := []struct {
+		what string
+		ok   bool
+	}{
+		{"different labels", !sameMap(a.Labels, c.Labels)},
+		{"different requests", !sameMap(ca.Resources.Requests, c.Spec.Containers[0].Resources.Requests)},
+		// Each pod has its own volume name, so its volumes are its own.
+		{"volumes with their own names", !same(d.Spec.Volumes, e.Spec.Volumes)},
+		// Timestamps never repeat: not shared even when equal.
+		{"conditions (hold a time)", !same(d.Status.Conditions, e.Status.Conditions)},
+		{"managedFields (hold a time)", !same(d.ManagedFields, e.ManagedFields)},
+	}
+	for _, s := range notShared {
+		if !s.ok {
+			t.Errorf("%s: shared", s.what)
+		}
+	}
+	// A shared slice has no spare capacity: an append to it copies.
+	if cap(e.Spec.Tolerations) != len(e.Spec.Tolerations) {
+		t.Errorf("shared tolerations have capacity %d for %d", cap(e.Spec.Tolerations), len(e.Spec.Tolerations))
+	}
+	// An object's own name, UID and resourceVersion are never interned:
+	// a second object with the same values keeps its own copies.
+	a2 := decoded(t, "pod-a", nil, "10m")
+	tab.Object(a2)
+	if sameString(a.Name, a2.Name) || sameString(string(a.UID), string(a2.UID)) || sameString(a.ResourceVersion, a2.ResourceVersion) {
+		t.Error("name, UID or resourceVersion interned")
+	}
+}
+
+func TestObjectLimits(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	big := map[string]string{}
+	for i := range 40 {
+		big[fmt.Sprint("k", i)] = "v"
+	}
+	mk := func() *v1.Pod {
+		p := decoded(t, "p", map[string]string{"a": "1"}, "10m")
+		p.Annotations = map[string]string{"note": strings.Clone(long)}
+		p.Spec.Containers[0].Image = strings.Clone(long)
+		p.Spec.NodeSelector = map[string]string{}
+		for k, v := range big {
+			p.Spec.NodeSelector[k] = v
+		}
+		return p
+	}
+	tab := intern.New(0)
+	a, b := mk(), mk()
+	tab.Object(a)
+	tab.Object(b)
+	if sameString(a.Spec.Containers[0].Image, b.Spec.Containers[0].Image) {
+		t.Error("a string over the length limit was interned")
+	}
+	if sameMap(a.Spec.NodeSelector, b.Spec.NodeSelector) {
+		t.Error("a map over the entry limit was shared")
+	}
+	if !sameMap(a.Labels, b.Labels) {
+		t.Error("small equal maps not shared")
+	}
+
+	// A full table starts over: it never keeps more than max maps.
+	small := intern.New(2)
+	for i := range 10 {
+		p := decoded(t, "x", map[string]string{"app": fmt.Sprint(i)}, fmt.Sprint(i+1, "m"))
+		small.Object(p)
+		if n := small.Len(); n > 2 {
+			t.Fatalf("table holds %d values, max 2", n)
+		}
+	}
+}
+
+// tree is a recursive type, as CRD schemas (JSONSchemaProps) are.
+type tree struct {
+	Name     string
+	Children []tree
+	Props    map[string]tree // not a map of strings: left alone
+	Next     *tree
+	Raw      []byte
+	Any      any
+	hidden   string
+}
+
+func TestObjectRecursiveAndOtherKinds(t *testing.T) {
+	tab := intern.New(0)
+	mk := func() *tree {
+		return &tree{
+			Name:     strings.Clone("root"),
+			Children: []tree{{Name: strings.Clone("child")}},
+			Next:     &tree{Name: strings.Clone("next"), Next: &tree{Name: strings.Clone("deeper")}},
+			Props:    map[string]tree{"p": {Name: "prop"}},
+			Raw:      []byte("raw"),
+			Any:      strings.Clone("any"),
+			hidden:   strings.Clone("hidden"),
+		}
+	}
+	a, b := mk(), mk()
+	tab.Object(a)
+	tab.Object(b)
+	for _, pair := range [][2]string{{a.Name, b.Name}, {a.Children[0].Name, b.Children[0].Name}, {a.Next.Next.Name, b.Next.Next.Name}} {
+		if !sameString(pair[0], pair[1]) {
+			t.Errorf("%q not interned", pair[0])
+		}
+	}
+	if sameString(a.hidden, b.hidden) || sameString(a.Any.(string), b.Any.(string)) {
+		t.Error("unexported field or interface value interned")
+	}
+	// Not a pointer to a struct: left alone, no panic.
+	for _, v := range []any{nil, "s", 3, tree{}, (*tree)(nil), &[]string{"x"}} {
+		tab.Object(v)
+	}
+}
+
+func TestObjectConcurrent(t *testing.T) {
+	tab := intern.New(4)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				p := decoded(t, fmt.Sprint("p", g, i), map[string]string{"app": fmt.Sprint(i % 7)}, "10m")
+				want := p.DeepCopy()
+				tab.Object(p)
+				if !reflect.DeepEqual(p, want) {
+					t.Errorf("pod %s changed", p.Name)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkObjectPod(b *testing.B) {
+	tab := intern.New(0)
+	pods := make([]*v1.Pod, 1000)
+	for i := range pods {
+		pods[i] = decoded(b, fmt.Sprint("p", i), map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tab.Object(pods[i%len(pods)])
+		i++
+	}
+}
