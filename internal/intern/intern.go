@@ -2,40 +2,36 @@
 // server's watch cache, its shared informers) share the memory of the
 // values they repeat.
 //
-// A decoded object holds every string, map, slice and pointer of its own:
-// each pod of a Deployment has its own copy of its namespace, image, label
-// keys and values, owner reference, tolerations and ServiceAccount token
-// volume source, and its own map for its labels, node selector and each
-// container's resource requests (a Go map of two entries takes ~700
-// bytes). At tens of thousands of pods these copies are most of the
-// process's heap, kept twice (the watch cache's internal objects and the
-// informers' versioned ones).
+// A decoded object holds every string and map of its own: each pod of a
+// Deployment has its own copy of its namespace, image, label keys and
+// values, its owner's kind and UID, and its own map for its labels, node
+// selector and each container's resource requests (a Go map of two
+// entries takes ~700 bytes). At tens of thousands of pods these copies
+// are a large part of the process's heap, kept twice (the watch cache's
+// internal objects and the informers' versioned ones).
 //
-// Table.Object walks a freshly decoded object once, before anything else
-// sees it, bottom-up:
-//   - each string becomes its canonical copy (package unique), except the
-//     few that never repeat (an object's name, UID, resourceVersion) and
-//     long ones;
-//   - each small map of strings, or of resource quantities, becomes the
-//     first map of the same type and contents the table saw;
-//   - each pointer and slice becomes the first one of the same type whose
-//     memory holds the same bytes. Children are shared first, so equal
-//     contents are equal bytes (a string's or child's address is its
-//     identity); equal bytes are always equal contents. Types that hold a
-//     timestamp or an object's own metadata are not shared (they never
-//     repeat), only walked.
+// Table.Object walks a freshly decoded object, once, before anything else
+// sees it, and
+//   - replaces each string by its canonical copy (package unique), except
+//     the few that never repeat (an object's name, UID, resourceVersion)
+//     and long ones;
+//   - replaces each small map of strings, or of resource quantities, by
+//     the first map with the same type and contents that it saw (bounded:
+//     when the table is full it starts over, so it keeps at most max maps).
 //
-// The table is bounded: once it holds Max values it starts over; objects
-// keep what they share.
+// Slices and pointers are not shared: doing so too (filed by the bytes of
+// their contents once their children were shared) saved little more
+// memory and tripled the walk's cost (~11 against ~4 us a pod), which
+// runs on the watch cache's and the informer's one goroutine per
+// resource; a 30,000-pod run got ~25% fewer pods Running in its time.
 //
-// Sharing is safe only where nothing mutates the objects in place, which is
-// the contract of both places Skiff uses it: the watch cache hands out its
-// objects read-only (watchers get lazy deep copies, updates deep-copy the
-// cached object first) and informer caches must not be mutated by their
-// readers (upstream runs its controllers with the cache mutation detector
-// to hold them to it). Shared slices have no spare capacity, so an append
-// to one copies. Objects on a request's read-modify-write path must not go
-// through a Table.
+// Sharing a map between objects is safe only where nothing mutates the
+// objects in place, which is the contract of both places Skiff uses it:
+// the watch cache hands out its objects read-only (watchers get lazy deep
+// copies, updates deep-copy the cached object first) and informer caches
+// must not be mutated by their readers (upstream runs its controllers
+// with the cache mutation detector to hold them to it). Objects on a
+// request's read-modify-write path must not go through a Table.
 package intern
 
 import (
@@ -43,9 +39,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 	"unique"
-	"unsafe"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,37 +50,36 @@ const (
 	// maxString is the longest string interned: longer ones (large
 	// annotations, last-applied configurations) rarely repeat.
 	maxString = 256
-	// maxMapLen bounds the maps shared (entries); maxKey the bytes a map,
-	// slice or pointer is filed under.
+	// maxMapLen and maxMapKey bound the maps shared (entries, and the
+	// bytes of the key the table files them under).
 	maxMapLen = 32
-	maxKey    = 4096
-	// DefaultMax is the default bound on shared values.
-	DefaultMax = 16384
+	maxMapKey = 2048
+	// DefaultMax is the default bound on shared maps.
+	DefaultMax = 8192
 )
 
-// Table is a set of canonical values and the plans for walking each type.
-// It is safe for concurrent use.
+// Table is a set of canonical maps and the plans for walking each type. It
+// is safe for concurrent use.
 type Table struct {
 	max int
 
-	mu     sync.Mutex
-	values map[reflect.Type]map[string]any
-	n      int
+	mu   sync.Mutex
+	maps map[reflect.Type]map[string]any // by type, then contents
+	n    int
 
 	plans sync.Map // reflect.Type -> *node (nil: nothing to do)
 }
 
-// New returns a table that keeps at most max shared values (DefaultMax if
+// New returns a table that keeps at most max shared maps (DefaultMax if
 // max <= 0).
 func New(max int) *Table {
 	if max <= 0 {
 		max = DefaultMax
 	}
-	return &Table{max: max, values: map[reflect.Type]map[string]any{}}
+	return &Table{max: max, maps: map[reflect.Type]map[string]any{}}
 }
 
-// Len returns how many shared values (maps, slices, pointers) the table
-// holds.
+// Len returns how many shared maps the table holds.
 func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -94,8 +87,8 @@ func (t *Table) Len() int {
 }
 
 // Object interns obj, a pointer to a struct; anything else is left alone.
-// obj itself is not replaced. Only exported fields are walked; interfaces,
-// arrays and maps of other values are not.
+// Only exported fields are walked; interfaces, byte slices, arrays and
+// maps of other values are not.
 func (t *Table) Object(obj any) {
 	v := reflect.ValueOf(obj)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
@@ -113,18 +106,15 @@ const (
 	kStruct
 	kPointer
 	kSlice
-	kMap // map[string-kind](string-kind | resource.Quantity): shared by contents
+	kMap // map[string-kind](string-kind | resource.Quantity): shared whole
 )
 
 // node is the plan for walking one type: what to do with a value of it.
 type node struct {
 	kind   kind
 	fields []field // kStruct
-	elem   *node   // kPointer, kSlice; nil: nothing to walk inside
-	// kPointer, kSlice: share by the bytes of the pointee / elements.
-	share bool
-	size  uintptr // kPointer, kSlice: the element's size
-	quant bool    // kMap: values are resource.Quantity
+	elem   *node   // kPointer, kSlice
+	quant  bool    // kMap: values are resource.Quantity
 }
 
 type field struct {
@@ -135,7 +125,6 @@ type field struct {
 var (
 	objectMetaType = reflect.TypeFor[metav1.ObjectMeta]()
 	quantityType   = reflect.TypeFor[resource.Quantity]()
-	timeType       = reflect.TypeFor[time.Time]()
 )
 
 // unique per object: interning them costs a table entry and saves nothing.
@@ -145,74 +134,36 @@ func (t *Table) plan(typ reflect.Type) *node {
 	if n, ok := t.plans.Load(typ); ok {
 		return n.(*node)
 	}
-	b := builder{nodes: map[reflect.Type]*node{}, volatile: map[reflect.Type]bool{}}
-	n := b.build(typ)
+	n := build(typ, map[reflect.Type]*node{})
 	t.plans.Store(typ, n)
 	return n
 }
 
-type builder struct {
-	nodes    map[reflect.Type]*node // built or in progress (cycles)
-	volatile map[reflect.Type]bool
-}
-
-// isVolatile: values of typ hold a timestamp or an object's own metadata,
-// so they practically never repeat and are not worth a table entry.
-func (b *builder) isVolatile(typ reflect.Type) bool {
-	if v, ok := b.volatile[typ]; ok {
-		return v
-	}
-	b.volatile[typ] = false // cycles: assume not
-	v := false
-	switch typ.Kind() {
-	case reflect.Struct:
-		if typ == timeType || typ == objectMetaType {
-			v = true
-			break
-		}
-		for i := range typ.NumField() {
-			if b.isVolatile(typ.Field(i).Type) {
-				v = true
-				break
-			}
-		}
-	case reflect.Pointer, reflect.Slice, reflect.Array:
-		v = b.isVolatile(typ.Elem())
-	}
-	b.volatile[typ] = v
-	return v
-}
-
-// scalar: a kind whose bytes are its whole value.
-func scalar(k reflect.Kind) bool {
-	switch k {
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		return true
-	}
-	return false
-}
-
-// build returns typ's plan, or nil if values of typ hold nothing to intern
-// or share.
-func (b *builder) build(typ reflect.Type) *node {
-	if n, ok := b.nodes[typ]; ok {
+// build returns typ's plan, or nil if values of typ hold nothing to
+// intern. inProgress breaks cycles (a recursive type keeps its plan).
+func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
+	if n, ok := inProgress[typ]; ok {
 		return n
 	}
 	switch typ.Kind() {
 	case reflect.String:
 		return &node{kind: kString}
-	case reflect.Pointer, reflect.Slice:
-		n := &node{kind: kPointer, size: typ.Elem().Size()}
-		if typ.Kind() == reflect.Slice {
-			n.kind = kSlice
+	case reflect.Pointer:
+		n := &node{kind: kPointer}
+		inProgress[typ] = n
+		if n.elem = build(typ.Elem(), inProgress); n.elem == nil {
+			delete(inProgress, typ)
+			return nil
 		}
-		b.nodes[typ] = n
-		n.elem = b.build(typ.Elem())
-		n.share = n.size > 0 && !b.isVolatile(typ.Elem()) &&
-			(n.elem != nil || scalar(typ.Elem().Kind()) || typ.Elem().Kind() == reflect.Struct)
-		if n.elem == nil && !n.share {
-			delete(b.nodes, typ)
+		return n
+	case reflect.Slice:
+		if typ.Elem().Kind() == reflect.Uint8 {
+			return nil
+		}
+		n := &node{kind: kSlice}
+		inProgress[typ] = n
+		if n.elem = build(typ.Elem(), inProgress); n.elem == nil {
+			delete(inProgress, typ)
 			return nil
 		}
 		return n
@@ -229,18 +180,18 @@ func (b *builder) build(typ reflect.Type) *node {
 		return nil
 	case reflect.Struct:
 		n := &node{kind: kStruct}
-		b.nodes[typ] = n
+		inProgress[typ] = n
 		for i := range typ.NumField() {
 			f := typ.Field(i)
 			if !f.IsExported() || typ == objectMetaType && skipMetaFields[f.Name] {
 				continue
 			}
-			if fn := b.build(f.Type); fn != nil {
+			if fn := build(f.Type, inProgress); fn != nil {
 				n.fields = append(n.fields, field{index: i, node: fn})
 			}
 		}
 		if len(n.fields) == 0 {
-			delete(b.nodes, typ)
+			delete(inProgress, typ)
 			return nil
 		}
 		return n
@@ -248,121 +199,82 @@ func (b *builder) build(typ reflect.Type) *node {
 	return nil
 }
 
-// walk interns and shares what v holds, bottom-up. It reports whether v
-// is novel: it holds something the table did not have (a value filed
-// just now, or one that is never shared). A novel child makes its parent
-// novel without a lookup, since no value filed before can hold the child:
-// a structure is filed once its parts are (after an object or two), and
-// values that hold something unique (a pod's own volume name) are not
-// filed at all above that part.
-func (t *Table) walk(v reflect.Value, n *node) (novel bool) {
+func (t *Table) walk(v reflect.Value, n *node) {
 	switch n.kind {
 	case kString:
-		s := v.String()
-		if len(s) > maxString {
-			return true
-		}
-		if s != "" {
+		if s := v.String(); s != "" && len(s) <= maxString {
 			v.SetString(unique.Make(s).Value())
 		}
 	case kStruct:
 		for _, f := range n.fields {
-			if t.walk(v.Field(f.index), f.node) {
-				novel = true
-			}
+			t.walk(v.Field(f.index), f.node)
 		}
 	case kPointer:
-		if v.IsNil() {
-			return false
+		if !v.IsNil() {
+			t.walk(v.Elem(), n.elem)
 		}
-		if n.elem != nil && t.walk(v.Elem(), n.elem) || !n.share {
-			return true
-		}
-		return t.share(v, unsafe.Slice((*byte)(v.UnsafePointer()), n.size))
 	case kSlice:
-		l := v.Len()
-		if l == 0 {
-			return false
+		for i := range v.Len() {
+			t.walk(v.Index(i), n.elem)
 		}
-		if n.elem != nil {
-			for i := range l {
-				if t.walk(v.Index(i), n.elem) {
-					novel = true
-				}
-			}
-		}
-		if novel || !n.share || uintptr(l)*n.size > maxKey {
-			return true
-		}
-		if v.Cap() != l {
-			v.Set(v.Slice3(0, l, l))
-		}
-		return t.share(v, unsafe.Slice((*byte)(v.UnsafePointer()), uintptr(l)*n.size))
 	case kMap:
-		if v.Len() == 0 {
-			return false
+		if v.Len() > 0 && v.Len() <= maxMapLen {
+			t.shareMap(v, n.quant)
 		}
-		if v.Len() > maxMapLen {
-			return true
-		}
-		return t.shareMap(v, n.quant)
 	}
-	return novel
 }
 
-// share sets v to the table's value of v's type filed under key, or files
-// v there if there is none (and reports that: v is novel).
-func (t *Table) share(v reflect.Value, key []byte) (filed bool) {
-	if len(key) > maxKey {
-		return true
+// shareMap sets v to the table's map of v's type and contents, filing v
+// as that map if there is none.
+func (t *Table) shareMap(v reflect.Value, quant bool) {
+	type entry struct {
+		k string
+		v reflect.Value
 	}
+	var backing [maxMapLen]entry
+	entries := backing[:0]
+	for it := v.MapRange(); it.Next(); {
+		entries = append(entries, entry{it.Key().String(), it.Value()})
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.k, b.k) })
+	bp := keyBuffers.Get().(*[]byte)
+	defer keyBuffers.Put(bp)
+	b := (*bp)[:0]
+	for _, e := range entries {
+		b = append(append(b, e.k...), 0)
+		if quant {
+			q := e.v.Interface().(resource.Quantity)
+			b = append(append(append(b, q.String()...), 0), q.Format...)
+		} else {
+			b = append(b, e.v.String()...)
+		}
+		if b = append(b, 0); len(b) > maxMapKey {
+			*bp = b
+			return
+		}
+	}
+	*bp = b
 	t.mu.Lock()
-	byType := t.values[v.Type()]
-	shared, ok := byType[string(key)]
+	byType := t.maps[v.Type()]
+	shared, ok := byType[string(b)]
 	if !ok {
 		if t.n >= t.max {
-			clear(t.values)
+			clear(t.maps)
 			t.n = 0
 			byType = nil
 		}
 		if byType == nil {
 			byType = map[string]any{}
-			t.values[v.Type()] = byType
+			t.maps[v.Type()] = byType
 		}
-		byType[string(key)] = v.Interface()
+		byType[string(b)] = v.Interface()
 		t.n++
 	}
 	t.mu.Unlock()
 	if ok {
 		v.Set(reflect.ValueOf(shared))
 	}
-	return !ok
 }
 
-// shareMap shares a map by its contents (a map's memory is no key).
-func (t *Table) shareMap(v reflect.Value, quant bool) (filed bool) {
-	keys := make([]string, 0, v.Len())
-	for k := range v.Seq() {
-		keys = append(keys, k.String())
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		val := v.MapIndex(reflect.ValueOf(k).Convert(v.Type().Key()))
-		b.WriteString(k)
-		b.WriteByte(0)
-		if quant {
-			q := val.Interface().(resource.Quantity)
-			b.WriteString(q.String())
-			b.WriteByte(0)
-			b.WriteString(string(q.Format))
-		} else {
-			b.WriteString(val.String())
-		}
-		b.WriteByte(0)
-		if b.Len() > maxKey {
-			return true
-		}
-	}
-	return t.share(v, []byte(b.String()))
-}
+// keyBuffers hold the keys maps are filed under while they are built.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}

@@ -67,9 +67,6 @@ func decoded(t testing.TB, name string, labels map[string]string, cpu string) *v
 func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
 func sameMap(a, b any) bool       { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
 
-// same: two pointers, or two slices' arrays, are one.
-func same(a, b any) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
-
 func TestObjectSharesRepeatedValues(t *testing.T) {
 	tab := intern.New(0)
 	a := decoded(t, "pod-a", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
@@ -84,18 +81,7 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
 		}
 	}
-	// Structures are filed once their parts are: pods seen later share
-	// them whole.
-	d := decoded(t, "pod-d", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
-	e := decoded(t, "pod-e", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
-	wantE := e.DeepCopy()
-	tab.Object(d)
-	tab.Object(e)
-	if !reflect.DeepEqual(e, wantE) {
-		t.Fatalf("interning changed pod e:\n got %+v\nwant %+v", e, wantE)
-	}
 	ca, cb := a.Spec.Containers[0], b.Spec.Containers[0]
-	pd, pe := d.Spec.Volumes[0].Projected, e.Spec.Volumes[0].Projected
 	shared := []struct {
 		what string
 		ok   bool
@@ -103,6 +89,8 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 		{"namespace", sameString(a.Namespace, b.Namespace)},
 		{"image", sameString(ca.Image, cb.Image)},
 		{"container name", sameString(ca.Name, cb.Name)},
+		{"volume source strings", sameString(a.Spec.Volumes[0].Projected.Sources[1].ConfigMap.Name, b.Spec.Volumes[0].Projected.Sources[1].ConfigMap.Name)},
+		{"managedFields manager", sameString(a.ManagedFields[0].Manager, b.ManagedFields[0].Manager)},
 		{"args", sameString(ca.Args[1], cb.Args[1])},
 		{"owner kind", sameString(a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind)},
 		{"owner UID", sameString(string(a.OwnerReferences[0].UID), string(b.OwnerReferences[0].UID))},
@@ -112,12 +100,6 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 		{"labels map", sameMap(a.Labels, b.Labels)},
 		{"node selector map (across different pods)", sameMap(a.Spec.NodeSelector, c.Spec.NodeSelector)},
 		{"requests map", sameMap(ca.Resources.Requests, cb.Resources.Requests)},
-		{"projected volume source (pointer to a structure)", same(pd, pe)},
-		{"tolerations (slice)", same(d.Spec.Tolerations, e.Spec.Tolerations)},
-		{"owner references (slice)", same(d.OwnerReferences, e.OwnerReferences)},
-		{"grace period (pointer to int)", same(d.Spec.TerminationGracePeriodSeconds, e.Spec.TerminationGracePeriodSeconds)},
-		{"managedFields FieldsV1", same(d.ManagedFields[0].FieldsV1, e.ManagedFields[0].FieldsV1)},
-		{"container args (slice of strings)", same(ca.Args, cb.Args)},
 	}
 	for _, s := range shared {
 		if !s.ok {
@@ -130,20 +112,11 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 	}{
 		{"different labels", !sameMap(a.Labels, c.Labels)},
 		{"different requests", !sameMap(ca.Resources.Requests, c.Spec.Containers[0].Resources.Requests)},
-		// Each pod has its own volume name, so its volumes are its own.
-		{"volumes with their own names", !same(d.Spec.Volumes, e.Spec.Volumes)},
-		// Timestamps never repeat: not shared even when equal.
-		{"conditions (hold a time)", !same(d.Status.Conditions, e.Status.Conditions)},
-		{"managedFields (hold a time)", !same(d.ManagedFields, e.ManagedFields)},
 	}
 	for _, s := range notShared {
 		if !s.ok {
 			t.Errorf("%s: shared", s.what)
 		}
-	}
-	// A shared slice has no spare capacity: an append to it copies.
-	if cap(e.Spec.Tolerations) != len(e.Spec.Tolerations) {
-		t.Errorf("shared tolerations have capacity %d for %d", cap(e.Spec.Tolerations), len(e.Spec.Tolerations))
 	}
 	// An object's own name, UID and resourceVersion are never interned:
 	// a second object with the same values keeps its own copies.
@@ -190,7 +163,7 @@ func TestObjectLimits(t *testing.T) {
 		p := decoded(t, "x", map[string]string{"app": fmt.Sprint(i)}, fmt.Sprint(i+1, "m"))
 		small.Object(p)
 		if n := small.Len(); n > 2 {
-			t.Fatalf("table holds %d values, max 2", n)
+			t.Fatalf("table holds %d maps, max 2", n)
 		}
 	}
 }
