@@ -148,19 +148,14 @@ func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
 	switch typ.Kind() {
 	case reflect.String:
 		return &node{kind: kString}
-	case reflect.Pointer:
+	case reflect.Pointer, reflect.Slice:
 		n := &node{kind: kPointer}
-		inProgress[typ] = n
-		if n.elem = build(typ.Elem(), inProgress); n.elem == nil {
-			delete(inProgress, typ)
-			return nil
+		if typ.Kind() == reflect.Slice {
+			if typ.Elem().Kind() == reflect.Uint8 {
+				return nil
+			}
+			n.kind = kSlice
 		}
-		return n
-	case reflect.Slice:
-		if typ.Elem().Kind() == reflect.Uint8 {
-			return nil
-		}
-		n := &node{kind: kSlice}
 		inProgress[typ] = n
 		if n.elem = build(typ.Elem(), inProgress); n.elem == nil {
 			delete(inProgress, typ)

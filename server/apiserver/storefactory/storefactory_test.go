@@ -74,16 +74,7 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 		{"watch cache", genericregistry.StorageWithCacher(), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { be.Close() })
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			t.Cleanup(cancel)
-			srv := etcdapi.New(be)
-			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, nil)
-			t.Cleanup(stop)
+			ctx, f, be := newFactory(t, nil)
 
 			inner := &getter{decorator: tc.decorator}
 			opts, err := f.Getter(inner).GetRESTOptions(schema.GroupResource{Resource: "pods"}, nil)
@@ -96,25 +87,9 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 			if opts.ResourcePrefix != "/pods" {
 				t.Fatalf("ResourcePrefix %q: the wrapper must keep the inner options", opts.ResourcePrefix)
 			}
-			st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
-				func(obj runtime.Object) (string, error) {
-					return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj)
-				},
-				func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
-				storage.DefaultNamespaceScopedAttr, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer destroy()
-			defer destroy() // upstream calls destroy funcs more than once
+			st := podStore(ctx, t, opts)
 			if _, cached := st.(*cacherstorage.CacheDelegator); cached != tc.cached {
 				t.Fatalf("store %T: watch cache %v, want %v", st, cached, tc.cached)
-			}
-			for st.ReadinessCheck() != nil { // the cacher serves once it has listed
-				if ctx.Err() != nil {
-					t.Fatal("store never ready")
-				}
-				time.Sleep(10 * time.Millisecond)
 			}
 
 			w, err := st.Watch(ctx, "/pods/ns", storage.ListOptions{ResourceVersion: "0", Predicate: storage.Everything, Recursive: true})
@@ -147,6 +122,48 @@ func TestGetterBuildsStoresOnTheSharedClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newFactory returns a factory over a new bolt backend, and a context that
+// ends with the test (30 s at most).
+func newFactory(t *testing.T, objects *intern.Table) (context.Context, *storefactory.Factory, *bolt.Backend) {
+	t.Helper()
+	be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	srv := etcdapi.New(be)
+	f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, objects)
+	t.Cleanup(stop)
+	return ctx, f, be
+}
+
+// podStore makes opts' store of example pods, destroyed (twice, as upstream
+// does) when the test ends, and waits until it serves (a cacher does once
+// it has listed).
+func podStore(ctx context.Context, t *testing.T, opts generic.RESTOptions) storage.Interface {
+	t.Helper()
+	st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
+		func(obj runtime.Object) (string, error) {
+			return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj)
+		},
+		func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
+		storage.DefaultNamespaceScopedAttr, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(destroy)
+	t.Cleanup(destroy)
+	for st.ReadinessCheck() != nil {
+		if ctx.Err() != nil {
+			t.Fatal("store never ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return st
 }
 
 func TestGetterLeavesOtherDecoratorsAlone(t *testing.T) {
@@ -185,36 +202,12 @@ func TestWatchCacheInternsObjects(t *testing.T) {
 		{"table", intern.New(0), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			be, err := bolt.Open(bolt.Config{Path: filepath.Join(t.TempDir(), "db"), NoSync: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { be.Close() })
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			t.Cleanup(cancel)
-			srv := etcdapi.New(be)
-			f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, tc.table)
-			t.Cleanup(stop)
+			ctx, f, _ := newFactory(t, tc.table)
 			opts, err := f.Getter(&getter{decorator: genericregistry.StorageWithCacher()}).GetRESTOptions(schema.GroupResource{Resource: "pods"}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, destroy, err := opts.Decorator(opts.StorageConfig, opts.ResourcePrefix,
-				func(obj runtime.Object) (string, error) {
-					return storage.NamespaceKeyFunc(opts.ResourcePrefix+"/", obj)
-				},
-				func() runtime.Object { return &example.Pod{} }, func() runtime.Object { return &example.PodList{} },
-				storage.DefaultNamespaceScopedAttr, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer destroy()
-			for st.ReadinessCheck() != nil {
-				if ctx.Err() != nil {
-					t.Fatal("store never ready")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			st := podStore(ctx, t, opts)
 			for _, name := range []string{"a", "b"} {
 				in := &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns",
 					Labels: map[string]string{"app": "web", "tier": "front"}}, Spec: example.PodSpec{NodeName: "node-1"}}
