@@ -17,7 +17,10 @@
 //     and long ones;
 //   - replaces each small map of strings, or of resource quantities, by
 //     the first map with the same type and contents that it saw (bounded:
-//     when the table is full it starts over, so it keeps at most max maps).
+//     when the table is full it starts over, so it keeps at most max maps);
+//   - likewise shares the bytes of managedFields' field sets (FieldsV1):
+//     the entry a controller's create or update records is the same for
+//     every pod of a ReplicaSet (~1 KB each, kept by the watch cache).
 //
 // Slices and pointers are not shared: doing so too (filed by the bytes of
 // their contents once their children were shared) saved ~8% more of the
@@ -35,6 +38,8 @@
 package intern
 
 import (
+	"bytes"
+	"hash/maphash"
 	"reflect"
 	"slices"
 	"strings"
@@ -54,6 +59,10 @@ const (
 	// bytes of the key the table files them under).
 	maxMapLen = 32
 	maxMapKey = 2048
+	// maxFields is the largest field set shared, fieldsBudget the most
+	// bytes of field sets the table files before it starts over.
+	maxFields    = 16 << 10
+	fieldsBudget = 4 << 20
 	// DefaultMax is the default bound on shared maps.
 	DefaultMax = 8192
 )
@@ -67,6 +76,12 @@ type Table struct {
 	maps map[reflect.Type]map[string]any // by type, then contents
 	n    int
 
+	// fields are filed by a hash of their bytes; a hash shared by
+	// different bytes shares nothing.
+	seed        maphash.Seed
+	fields      map[uint64][]byte
+	fieldsBytes int
+
 	plans sync.Map // reflect.Type -> *node (nil: nothing to do)
 }
 
@@ -76,7 +91,7 @@ func New(max int) *Table {
 	if max <= 0 {
 		max = DefaultMax
 	}
-	return &Table{max: max, maps: map[reflect.Type]map[string]any{}}
+	return &Table{max: max, maps: map[reflect.Type]map[string]any{}, seed: maphash.MakeSeed(), fields: map[uint64][]byte{}}
 }
 
 // Len returns how many shared maps the table holds.
@@ -87,8 +102,8 @@ func (t *Table) Len() int {
 }
 
 // Object interns obj, a pointer to a struct; anything else is left alone.
-// Only exported fields are walked; interfaces, byte slices, arrays and
-// maps of other values are not.
+// Only exported fields are walked; interfaces, byte slices (but
+// FieldsV1's), arrays and maps of other values are not.
 func (t *Table) Object(obj any) {
 	v := reflect.ValueOf(obj)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
@@ -106,7 +121,8 @@ const (
 	kStruct
 	kPointer
 	kSlice
-	kMap // map[string-kind](string-kind | resource.Quantity): shared whole
+	kMap    // map[string-kind](string-kind | resource.Quantity): shared whole
+	kFields // metav1.FieldsV1: its bytes shared whole
 )
 
 // node is the plan for walking one type: what to do with a value of it.
@@ -125,6 +141,7 @@ type field struct {
 var (
 	objectMetaType = reflect.TypeFor[metav1.ObjectMeta]()
 	quantityType   = reflect.TypeFor[resource.Quantity]()
+	fieldsV1Type   = reflect.TypeFor[metav1.FieldsV1]()
 )
 
 // unique per object: interning them costs a table entry and saves nothing.
@@ -174,6 +191,9 @@ func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
 		}
 		return nil
 	case reflect.Struct:
+		if typ == fieldsV1Type {
+			return &node{kind: kFields}
+		}
 		n := &node{kind: kStruct}
 		inProgress[typ] = n
 		for i := range typ.NumField() {
@@ -216,7 +236,35 @@ func (t *Table) walk(v reflect.Value, n *node) {
 		if v.Len() > 0 && v.Len() <= maxMapLen {
 			t.shareMap(v, n.quant)
 		}
+	case kFields:
+		raw := v.Field(0) // FieldsV1.Raw
+		if b := raw.Bytes(); len(b) > 0 && len(b) <= maxFields {
+			if shared := t.shareFields(b); shared != nil {
+				raw.SetBytes(shared)
+			}
+		}
 	}
+}
+
+// shareFields returns the table's field set with b's bytes, filing b as
+// that field set if there is none (then it returns nil).
+func (t *Table) shareFields(b []byte) []byte {
+	h := maphash.Bytes(t.seed, b)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.fields[h]; ok {
+		if bytes.Equal(shared, b) {
+			return shared
+		}
+		return nil
+	}
+	if t.fieldsBytes+len(b) > fieldsBudget || len(t.fields) >= t.max {
+		clear(t.fields)
+		t.fieldsBytes = 0
+	}
+	t.fields[h] = b
+	t.fieldsBytes += len(b)
+	return nil
 }
 
 // shareMap sets v to the table's map of v's type and contents, filing v

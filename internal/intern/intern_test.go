@@ -66,6 +66,7 @@ func decoded(t testing.TB, name string, labels map[string]string, cpu string) *v
 
 func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
 func sameMap(a, b any) bool       { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
+func sameBytes(a, b []byte) bool  { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
 
 func TestObjectSharesRepeatedValues(t *testing.T) {
 	tab := intern.New(0)
@@ -100,6 +101,7 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 		{"labels map", sameMap(a.Labels, b.Labels)},
 		{"node selector map (across different pods)", sameMap(a.Spec.NodeSelector, c.Spec.NodeSelector)},
 		{"requests map", sameMap(ca.Resources.Requests, cb.Resources.Requests)},
+		{"managedFields field set", sameBytes(a.ManagedFields[0].FieldsV1.Raw, b.ManagedFields[0].FieldsV1.Raw)},
 	}
 	for _, s := range shared {
 		if !s.ok {
@@ -124,6 +126,37 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 	tab.Object(a2)
 	if sameString(a.Name, a2.Name) || sameString(string(a.UID), string(a2.UID)) || sameString(a.ResourceVersion, a2.ResourceVersion) {
 		t.Error("name, UID or resourceVersion interned")
+	}
+}
+
+func TestObjectSharesFieldSets(t *testing.T) {
+	withFields := func(raw []byte) *v1.Pod {
+		p := decoded(t, "p", nil, "10m")
+		p.ManagedFields[0].FieldsV1.Raw = raw
+		return p
+	}
+	for _, tc := range []struct {
+		name   string
+		a, b   []byte
+		shared bool
+	}{
+		{"same bytes", []byte(`{"f:spec":{}}`), []byte(`{"f:spec":{}}`), true},
+		{"different bytes", []byte(`{"f:spec":{}}`), []byte(`{"f:status":{}}`), false},
+		{"over the size limit", []byte(strings.Repeat("x", 16<<10+1)), []byte(strings.Repeat("x", 16<<10+1)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := intern.New(0)
+			a, b := withFields(tc.a), withFields(tc.b)
+			want := b.DeepCopy()
+			tab.Object(a)
+			tab.Object(b)
+			if got := sameBytes(a.ManagedFields[0].FieldsV1.Raw, b.ManagedFields[0].FieldsV1.Raw); got != tc.shared {
+				t.Fatalf("field sets shared: %v, want %v", got, tc.shared)
+			}
+			if !reflect.DeepEqual(b, want) {
+				t.Fatal("interning changed the pod")
+			}
+		})
 	}
 }
 

@@ -23,8 +23,12 @@ import (
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/apimachinery/pkg/api/meta"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/watch"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -35,12 +39,14 @@ import (
 	openapicommon "k8s.io/kube-openapi/pkg/common"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	"k8s.io/kubernetes/pkg/api/legacyscheme"
 
 	basecompatibility "k8s.io/component-base/compatibility"
 	"k8s.io/component-base/featuregate"
 
 	"github.com/skiff-sh/skiff/internal/intern"
 	"github.com/skiff-sh/skiff/server/apiserver/authncache"
+	"github.com/skiff-sh/skiff/server/apiserver/cachelw"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
 
@@ -206,6 +212,21 @@ func Run(ctx context.Context, c Config) error {
 			return fmt.Errorf("apiserver: %w", err)
 		}
 	}
+	// One table for the watch caches and the informers: their objects
+	// share one copy of the values they repeat (internal/intern).
+	objects := intern.New(0)
+	var stores *storefactory.Factory
+	if c.NewEtcdClient != nil {
+		var stop func()
+		stores, stop = storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval, objects)
+		defer stop()
+		// The loopback informers of pods and nodes read the watch cache
+		// in-process (cachelw); they must be made before admission
+		// takes its informers from the factory.
+		completed.VersionedInformersCreated = func(f informers.SharedInformerFactory) {
+			cacheInformers(f, stores, objects)
+		}
+	}
 	// app.Run, unrolled so Skiff can swap the slow bootstrap hooks.
 	phase("options")
 	config, err := app.NewConfig(completed)
@@ -213,12 +234,6 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("apiserver: config: %w", err)
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(replacedHooks...)
-	// One table for the watch caches and the informers: their objects
-	// share one copy of the values they repeat (internal/intern).
-	objects := intern.New(0)
-	if err := internInformers(config.KubeAPIs.ControlPlane.VersionedInformers, objects); err != nil {
-		return fmt.Errorf("apiserver: %w", err)
-	}
 	if c.Informers != nil {
 		c.Informers(config.KubeAPIs.ControlPlane.VersionedInformers)
 	}
@@ -230,9 +245,7 @@ func Run(ctx context.Context, c Config) error {
 	operationIDsFromRoutes(
 		[]*openapicommon.Config{kubeGeneric.OpenAPIConfig, extGeneric.OpenAPIConfig, aggGeneric.OpenAPIConfig},
 		[]*openapicommon.OpenAPIV3Config{kubeGeneric.OpenAPIV3Config, extGeneric.OpenAPIV3Config, aggGeneric.OpenAPIV3Config})
-	if c.NewEtcdClient != nil {
-		stores, stop := storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval, objects)
-		defer stop()
+	if stores != nil {
 		kube := config.KubeAPIs.ControlPlane.Generic
 		kube.RESTOptionsGetter = stores.Getter(kube.RESTOptionsGetter)
 		ext := config.ApiExtensions
@@ -286,26 +299,46 @@ func Run(ctx context.Context, c Config) error {
 	return prepared.Run(ctx)
 }
 
-// internInformers makes the factory's pod and node informers, the ones
-// that hold an object for every pod and node of the cluster, intern what
-// they keep. The factory (upstream's) strips managedFields from every
-// object it keeps; the transform set here replaces that one for these
-// informers, so it strips them too. Nothing has started the informers
-// yet: upstream starts them in a post-start hook.
-func internInformers(f informers.SharedInformerFactory, objects *intern.Table) error {
-	transform := func(obj any) (any, error) {
-		if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
-			m.SetManagedFields(nil)
-		}
-		objects.Object(obj)
-		return obj, nil
+// cacheInformers makes the factory's pod and node informers, the ones that
+// hold the most objects, read the watch cache in-process (cachelw): they
+// share the watch cache's objects below the top-level struct, and the
+// deep copies they get (initial events) are interned. The factory's
+// transform (managedFields trimmed) applies as to its other informers.
+func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, objects *intern.Table) {
+	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
+	own := func(obj kruntime.Object) { objects.Object(obj) }
+	add := func(example kruntime.Object, gvr schema.GroupVersionResource, client func(kubernetes.Interface) *cache.ListWatch) {
+		f.InformerFor(example, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, Own: own, Client: client(c)})
+			// As client-go's generated informers of the type.
+			return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c), example,
+				cache.SharedIndexInformerOptions{
+					ResyncPeriod: resync,
+					Indexers:     cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+					Identifier:   f.InformerName().WithResource(gvr),
+				})
+		})
 	}
-	for _, inf := range []cache.SharedIndexInformer{f.Core().V1().Pods().Informer(), f.Core().V1().Nodes().Informer()} {
-		if err := inf.SetTransform(transform); err != nil {
-			return fmt.Errorf("intern informer objects: %w", err)
+	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), func(c kubernetes.Interface) *cache.ListWatch {
+		return &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
+				return c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return c.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
+			},
 		}
-	}
-	return nil
+	})
+	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), func(c kubernetes.Interface) *cache.ListWatch {
+		return &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
+				return c.CoreV1().Nodes().List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return c.CoreV1().Nodes().Watch(ctx, o)
+			},
+		}
+	})
 }
 
 // startPhases returns a function that logs, at debug level, how long each

@@ -43,6 +43,30 @@ type Factory struct {
 	newClient func() *clientv3.Client
 	compactor etcd3.Compactor
 	objects   *intern.Table
+
+	cached sync.Map // schema.GroupResource -> *cachedStore
+}
+
+// cachedStore is a resource's store with a watch cache, as its registry
+// uses it.
+type cachedStore struct {
+	st      storage.Interface
+	key     string // the registry's key root: every object of the resource
+	newList func() kruntime.Object
+}
+
+// Cached returns gr's store with a watch cache, as its registry uses it
+// (reads of the watch cache, writes through to storage), with the key of
+// all its objects and its internal list type; ok is false while gr has
+// none (not built yet, built without a watch cache, or destroyed). For
+// in-process readers of the watch cache (server/apiserver/cachelw).
+func (f *Factory) Cached(gr schema.GroupResource) (st storage.Interface, key string, newList func() kruntime.Object, ok bool) {
+	v, ok := f.cached.Load(gr)
+	if !ok {
+		return nil, "", nil, false
+	}
+	c := v.(*cachedStore)
+	return c.st, c.key, c.newList, true
 }
 
 // New starts the one compactor the stores report compactions through
@@ -188,7 +212,12 @@ func (f *Factory) withCacher(c *storagebackend.ConfigForResource, resourcePrefix
 		return nil, func() {}, err
 	}
 	delegator := cacherstorage.NewCacheDelegator(cacher, st)
+	// A resource's registry makes its store once (subresources share it);
+	// a CRD's is made again when the CRD changes.
+	entry := &cachedStore{st: delegator, key: resourcePrefix, newList: newListFunc}
+	f.cached.Store(c.GroupResource, entry)
 	return delegator, sync.OnceFunc(func() {
+		f.cached.CompareAndDelete(c.GroupResource, entry)
 		delegator.Stop()
 		cacher.Stop()
 		destroy()
