@@ -300,16 +300,19 @@ func Run(ctx context.Context, c Config) error {
 }
 
 // cacheInformers makes the factory's pod and node informers, the ones that
-// hold the most objects, read the watch cache in-process (cachelw): they
-// share the watch cache's objects below the top-level struct, and the
-// deep copies they get (initial events) are interned. The factory's
-// transform (managedFields trimmed) applies as to its other informers.
+// hold the most objects, read the watch cache in-process (cachelw). A
+// node shares the watch cache's object below its top-level struct; a pod
+// is the watch cache's object itself (cachelw.PodView), so the pod
+// informer keeps managedFields (shared, they cost nothing) where the
+// factory's transform trims them from its other informers' objects. The
+// deep copies they get (initial events) are interned.
 func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, objects *intern.Table) {
 	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
 	own := func(obj kruntime.Object) { objects.Object(obj) }
-	add := func(example kruntime.Object, gvr schema.GroupVersionResource, client func(kubernetes.Interface) *cache.ListWatch) {
-		f.InformerFor(example, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, Own: own, Client: client(c)})
+	add := func(example kruntime.Object, gvr schema.GroupVersionResource, view func(kruntime.Object) (kruntime.Object, bool),
+		client func(kubernetes.Interface) *cache.ListWatch) {
+		inf := f.InformerFor(example, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, View: view, Own: own, Client: client(c)})
 			// As client-go's generated informers of the type.
 			return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c), example,
 				cache.SharedIndexInformerOptions{
@@ -318,8 +321,13 @@ func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, ob
 					Identifier:   f.InformerName().WithResource(gvr),
 				})
 		})
+		if view != nil {
+			// Not started yet: the factory's transform would trim the
+			// watch cache's objects in place.
+			_ = inf.SetTransform(nil)
+		}
 	}
-	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), func(c kubernetes.Interface) *cache.ListWatch {
+	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), cachelw.PodView(), func(c kubernetes.Interface) *cache.ListWatch {
 		return &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
 				return c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
@@ -329,7 +337,7 @@ func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, ob
 			},
 		}
 	})
-	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), func(c kubernetes.Interface) *cache.ListWatch {
+	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), nil, func(c kubernetes.Interface) *cache.ListWatch {
 		return &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
 				return c.CoreV1().Nodes().List(ctx, o)

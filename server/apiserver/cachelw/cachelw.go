@@ -60,6 +60,12 @@ type Config struct {
 	// version without copying what it can share
 	// (runtime.UnsafeObjectConvertor of the API server's scheme).
 	Convertor runtime.ObjectConvertor
+	// View, if set, returns a watched internal object as Resource's
+	// version without a copy, if it can: the same memory read as the
+	// versioned type (PodView). The informer then holds the watch cache's
+	// object itself, so it must have no transform that modifies objects.
+	// Objects View cannot take are converted.
+	View func(runtime.Object) (runtime.Object, bool)
 	// Own, if set, is given each watched object that is the informer's
 	// own, not shared with the watch cache, before the informer gets it
 	// (Skiff interns them, see internal/intern).
@@ -158,10 +164,17 @@ func (l *lister) event(e watch.Event) watch.Event {
 		return e // a *metav1.Status, as the HTTP watch sends it
 	}
 	obj, shared := cacherstorage.WatchedObject(e.Object)
-	out, err := l.convert(obj)
-	if err != nil {
-		status := apierrors.NewInternalError(err).ErrStatus
-		return watch.Event{Type: watch.Error, Object: &status}
+	var out runtime.Object
+	viewed := false
+	if l.c.View != nil {
+		out, viewed = l.c.View(obj)
+	}
+	if !viewed {
+		var err error
+		if out, err = l.convert(obj); err != nil {
+			status := apierrors.NewInternalError(err).ErrStatus
+			return watch.Event{Type: watch.Error, Object: &status}
+		}
 	}
 	if !shared && l.c.Own != nil {
 		l.c.Own(out)
