@@ -57,9 +57,12 @@ type Pool struct {
 // New makes a pool over base, the API server's own informer factory
 // (apiserver.Config.Informers), so the process keeps one informer, and one
 // copy of the objects, per resource: a pod is kept by the API server's
-// watch cache and by these informers, not by a third. base must keep
-// objects without managedFields, as the API server's factory and both
-// components' own factories do (neither reads them). Handlers the
+// watch cache and shared by these informers (server/apiserver/cachelw),
+// not copied a second and third time. base's objects should not cost
+// their managedFields, which neither component reads: the API server's
+// factory trims them, as both components' own factories do, except from
+// pods, which are the watch cache's objects and cost nothing more with
+// them. Handlers the
 // components add get the controller manager's resync period, not base's;
 // informers that only the components use are made in base and started on
 // ctx.
