@@ -39,8 +39,8 @@ type (
 		A int64
 		B []string
 	}
-	withAny    struct{ X any }
-	withString struct{ X fmtStringer }
+	withAny     struct{ X any }
+	withString  struct{ X fmtStringer }
 	fmtStringer interface{ String() string }
 )
 
