@@ -307,6 +307,7 @@ func Run(ctx context.Context, c Config) error {
 // factory's transform trims them from its other informers' objects. The
 // deep copies they get (initial events) are interned.
 func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, objects *intern.Table) {
+	cachelw.RegisterMetrics()
 	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
 	own := func(obj kruntime.Object) { objects.Object(obj) }
 	add := func(example kruntime.Object, gvr schema.GroupVersionResource, view func(kruntime.Object) (kruntime.Object, bool),

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -36,5 +39,45 @@ func TestLoopbackClientsNoGzip(t *testing.T) {
 	}
 	if admin.DisableCompression {
 		t.Errorf("admin kubeconfig %s turns compression off; users' clients should keep the default", shared.Kubeconfig)
+	}
+}
+
+// TestInformersReadTheWatchCache: the API server's informers of pods and
+// nodes (shared with the controller manager and the scheduler) list and
+// watch the watch cache in-process (server/apiserver/cachelw), never over
+// a loopback request: the server's own counter of where they were served
+// from has watches from the cache for both, and none from the client.
+func TestInformersReadTheWatchCache(t *testing.T) {
+	t.Parallel()
+	cs := clientset(t, false)
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	want := []string{
+		`skiff_cachelw_requests_total{from="cache",resource="pods",verb="watch"} `,
+		`skiff_cachelw_requests_total{from="cache",resource="nodes",verb="watch"} `,
+	}
+	for {
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		for line := range strings.Lines(string(raw)) {
+			if strings.HasPrefix(line, `skiff_cachelw_requests_total{from="client"`) {
+				t.Fatalf("an informer was served over the API: %s", line)
+			}
+			for _, w := range want {
+				if v, ok := strings.CutPrefix(line, w); ok && strings.TrimSpace(v) != "0" {
+					found++
+				}
+			}
+		}
+		if found == len(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no watch of pods and nodes from the watch cache in /metrics; want %q", want)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

@@ -41,7 +41,29 @@ import (
 	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
 	storeerr "k8s.io/apiserver/pkg/storage/errors"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
 )
+
+// requests counts the lists and watches the ListerWatchers served, by
+// resource, verb and where from ("cache": in-process; "client": over the
+// API), so an operator, and the end-to-end tests, can see which path the
+// informers take.
+var requests = metrics.NewCounterVec(&metrics.CounterOpts{
+	Namespace:      "skiff",
+	Subsystem:      "cachelw",
+	Name:           "requests_total",
+	Help:           "Lists and watches of the API server's in-process informers, by resource, verb and where they were served from (cache or client).",
+	StabilityLevel: metrics.ALPHA,
+}, []string{"resource", "verb", "from"})
+
+var registerOnce sync.Once
+
+// RegisterMetrics registers the package's metrics with the API server's
+// registry (legacyregistry, served at /metrics); later calls do nothing.
+func RegisterMetrics() {
+	registerOnce.Do(func() { legacyregistry.MustRegister(requests) })
+}
 
 // Stores finds a resource's store with a watch cache (storefactory.Factory).
 type Stores interface {
@@ -93,10 +115,19 @@ func (l *lister) store(opts metav1.ListOptions) (storage.Interface, string, func
 	return l.c.Stores.Cached(l.c.Resource.GroupResource())
 }
 
+func (l *lister) count(verb string, cached bool) {
+	from := "client"
+	if cached {
+		from = "cache"
+	}
+	requests.WithLabelValues(l.c.Resource.Resource, verb, from).Inc()
+}
+
 // list is the registry's List (genericregistry.Store.ListPredicate) for
 // every object of the resource, converted.
 func (l *lister) list(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	st, key, newList, ok := l.store(opts)
+	l.count("list", ok)
 	if !ok {
 		return l.c.Client.ListWithContext(ctx, opts)
 	}
@@ -119,6 +150,7 @@ func (l *lister) list(ctx context.Context, opts metav1.ListOptions) (runtime.Obj
 // for every object of the resource, converted.
 func (l *lister) watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	st, key, _, ok := l.store(opts)
+	l.count("watch", ok)
 	if !ok {
 		return l.c.Client.WatchWithContext(ctx, opts)
 	}
