@@ -28,7 +28,6 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
-	"k8s.io/apimachinery/pkg/watch"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -310,11 +309,12 @@ func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, ob
 	cachelw.RegisterMetrics()
 	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
 	own := func(obj kruntime.Object) { objects.Object(obj) }
-	add := func(example kruntime.Object, gvr schema.GroupVersionResource, view func(kruntime.Object) (kruntime.Object, bool),
-		client func(kubernetes.Interface) *cache.ListWatch) {
+	add := func(example kruntime.Object, gvr schema.GroupVersionResource, view func(kruntime.Object) (kruntime.Object, bool)) {
 		inf := f.InformerFor(example, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, View: view, Own: own, Client: client(c)})
-			// As client-go's generated informers of the type.
+			// What the watch cache cannot serve goes over the API, as
+			// client-go's generated informers of the type would.
+			client := cache.NewFilteredListWatchFromClient(c.CoreV1().RESTClient(), gvr.Resource, metav1.NamespaceAll, func(*metav1.ListOptions) {})
+			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, View: view, Own: own, Client: client})
 			return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c), example,
 				cache.SharedIndexInformerOptions{
 					ResyncPeriod: resync,
@@ -328,26 +328,8 @@ func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, ob
 			_ = inf.SetTransform(nil)
 		}
 	}
-	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), cachelw.PodView(), func(c kubernetes.Interface) *cache.ListWatch {
-		return &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
-				return c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return c.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
-			},
-		}
-	})
-	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), nil, func(c kubernetes.Interface) *cache.ListWatch {
-		return &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
-				return c.CoreV1().Nodes().List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return c.CoreV1().Nodes().Watch(ctx, o)
-			},
-		}
-	})
+	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), cachelw.PodView())
+	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), nil)
 }
 
 // startPhases returns a function that logs, at debug level, how long each
