@@ -23,10 +23,6 @@ import (
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/informers"
@@ -38,14 +34,12 @@ import (
 	openapicommon "k8s.io/kube-openapi/pkg/common"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
-	"k8s.io/kubernetes/pkg/api/legacyscheme"
 
 	basecompatibility "k8s.io/component-base/compatibility"
 	"k8s.io/component-base/featuregate"
 
 	"github.com/skiff-sh/skiff/internal/intern"
 	"github.com/skiff-sh/skiff/server/apiserver/authncache"
-	"github.com/skiff-sh/skiff/server/apiserver/cachelw"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
 
@@ -296,40 +290,6 @@ func Run(ctx context.Context, c Config) error {
 	releaseOpenAPIDefinitions(config.KubeAPIs.ControlPlane.Generic.OpenAPIV3Config)
 	phase("prepare (OpenAPI)")
 	return prepared.Run(ctx)
-}
-
-// cacheInformers makes the factory's pod and node informers, the ones that
-// hold the most objects, read the watch cache in-process (cachelw). A
-// node shares the watch cache's object below its top-level struct; a pod
-// is the watch cache's object itself (cachelw.PodView), so the pod
-// informer keeps managedFields (shared, they cost nothing) where the
-// factory's transform trims them from its other informers' objects. The
-// deep copies they get (initial events) are interned.
-func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, objects *intern.Table) {
-	cachelw.RegisterMetrics()
-	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
-	own := func(obj kruntime.Object) { objects.Object(obj) }
-	add := func(example kruntime.Object, gvr schema.GroupVersionResource, view func(kruntime.Object) (kruntime.Object, bool)) {
-		inf := f.InformerFor(example, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-			// What the watch cache cannot serve goes over the API, as
-			// client-go's generated informers of the type would.
-			client := cache.NewFilteredListWatchFromClient(c.CoreV1().RESTClient(), gvr.Resource, metav1.NamespaceAll, func(*metav1.ListOptions) {})
-			lw := cachelw.New(cachelw.Config{Stores: stores, Resource: gvr, Convertor: convertor, View: view, Own: own, Client: client})
-			return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c), example,
-				cache.SharedIndexInformerOptions{
-					ResyncPeriod: resync,
-					Indexers:     cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
-					Identifier:   f.InformerName().WithResource(gvr),
-				})
-		})
-		if view != nil {
-			// Not started yet: the factory's transform would trim the
-			// watch cache's objects in place.
-			_ = inf.SetTransform(nil)
-		}
-	}
-	add(&corev1.Pod{}, corev1.SchemeGroupVersion.WithResource("pods"), cachelw.PodView())
-	add(&corev1.Node{}, corev1.SchemeGroupVersion.WithResource("nodes"), nil)
 }
 
 // startPhases returns a function that logs, at debug level, how long each
