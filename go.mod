@@ -285,7 +285,7 @@ replace k8s.io/api => k8s.io/api v0.37.2
 
 replace k8s.io/apiextensions-apiserver => ./.build/modules/k8s.io/apiextensions-apiserver
 
-replace k8s.io/apimachinery => k8s.io/apimachinery v0.37.2
+replace k8s.io/apimachinery => ./.build/modules/k8s.io/apimachinery
 
 replace k8s.io/apiserver => ./.build/modules/k8s.io/apiserver
 
