@@ -28,7 +28,9 @@ import (
 // they cost nothing) where the factory's transform trims them from its
 // other informers' own top-level copies. The deep copies they get
 // (initial events) are interned. A type the API server's scheme cannot
-// convert to keeps its generated informer.
+// convert to keeps its generated informer. The constructors ignore a
+// factory namespace and list-option tweaks, which the kube-apiserver's
+// factory does not have.
 func cacheInformers(f informers.SharedInformerFactory, stores cachelw.Stores, objects *intern.Table) {
 	cachelw.RegisterMetrics()
 	convertor := kruntime.UnsafeObjectConvertor(legacyscheme.Scheme)
