@@ -20,7 +20,7 @@ UNIT_PKGS = $(shell $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Import
 # and fuzz tests named FuzzSkiff*, whose seeds run as tests: go test
 # -fuzz takes only the main module's packages, so fuzzing is done in a
 # copy of the module; in third_party/patches).
-PATCH_TEST_PKGS := github.com/emicklei/go-restful/v3 k8s.io/apiextensions-apiserver/pkg/apiserver k8s.io/apiextensions-apiserver/pkg/controller/establish k8s.io/apimachinery/pkg/watch k8s.io/client-go/tools/cache k8s.io/client-go/informers k8s.io/apiserver/pkg/server/mux k8s.io/apiserver/pkg/util/goroutinepool k8s.io/apiserver/pkg/endpoints/handlers k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager/skiffadmissiontest k8s.io/apiserver/pkg/storage/cacher k8s.io/kubernetes/pkg/printers k8s.io/kubernetes/pkg/scheduler/framework/plugins/podtopologyspread k8s.io/kubernetes/pkg/kubelet/volumemanager/...
+PATCH_TEST_PKGS := github.com/emicklei/go-restful/v3 k8s.io/apiextensions-apiserver/pkg/apiserver k8s.io/apiextensions-apiserver/pkg/controller/establish k8s.io/apimachinery/pkg/watch k8s.io/apimachinery/pkg/util/wait k8s.io/client-go/tools/cache k8s.io/client-go/util/workqueue k8s.io/client-go/informers k8s.io/apiserver/pkg/server/mux k8s.io/apiserver/pkg/util/goroutinepool k8s.io/apiserver/pkg/endpoints/handlers k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager/skiffadmissiontest k8s.io/apiserver/pkg/storage/cacher k8s.io/apiserver/pkg/storage/cacher/progress k8s.io/kubernetes/pkg/printers k8s.io/kubernetes/pkg/scheduler/framework/plugins/podtopologyspread k8s.io/kubernetes/pkg/kubelet/volumemanager/...
 # -trimpath keeps the build cache valid across checkouts: the patched
 # modules live under each checkout's .build (see modules).
 TEST_FLAGS ?= -race -trimpath -count=1
