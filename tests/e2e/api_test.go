@@ -238,7 +238,8 @@ func TestOpenAPIV3Hashes(t *testing.T) {
 	}
 	before := root()
 	apps := before["apis/apps/v1"]
-	if !strings.Contains(apps, "hash=") || before["api/v1"] == "" || before["apis/apiextensions.k8s.io/v1"] == "" {
+	if !strings.Contains(apps, "hash=") || before["api/v1"] == "" || before["apis/apiextensions.k8s.io/v1"] == "" ||
+		!strings.Contains(before["apis/apiregistration.k8s.io/v1"], "hash=") {
 		t.Fatalf("openapi v3 root lacks built-in group-versions with hashes: %v", before)
 	}
 	if before["api/v1"] == apps {

@@ -289,6 +289,8 @@ func TestKubectlDiscoveryAndAuth(t *testing.T) {
 	}
 	mustContain(t, kubectl(t, "api-versions"), "apps/v1", "batch/v1", "autoscaling/v2", "policy/v1", "coordination.k8s.io/v1")
 	mustContain(t, kubectl(t, "explain", "deployment.spec.replicas"), "FIELD: replicas <integer>")
+	// The aggregator's own types, whose OpenAPI it serves itself.
+	mustContain(t, kubectl(t, "explain", "apiservice.spec.caBundle"), "FIELD: caBundle <string>")
 	mustContain(t, kubectl(t, "auth", "whoami"), "system:admin", "system:masters")
 	if got := strings.TrimSpace(kubectl(t, "auth", "can-i", "create", "pods")); got != "yes" {
 		t.Fatalf("can-i: %q", got)

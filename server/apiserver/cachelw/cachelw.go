@@ -154,6 +154,15 @@ func (l *lister) watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 	if !ok {
 		return l.c.Client.WatchWithContext(ctx, opts)
 	}
+	// The watch ends when the caller's context does, but its own context
+	// does not derive cancellation from it: the informers of a factory
+	// started with a stop channel run on wait.ContextForChannel, which is
+	// not one of the context package's types, and every context derived
+	// from it costs a goroutine waiting for the channel for the watch's
+	// lifetime (two per informer: this one and the watch cache's).
+	// watcher.run ends the watch when the caller's context is done.
+	callerDone := ctx.Done()
+	ctx = context.WithoutCancel(ctx)
 	var cancel context.CancelFunc
 	if opts.TimeoutSeconds != nil && *opts.TimeoutSeconds > 0 {
 		// As the HTTP watch: it ends after the timeout the reflector
@@ -174,7 +183,7 @@ func (l *lister) watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		cancel()
 		return nil, storeerr.InterpretWatchError(err, l.c.Resource.GroupResource(), "")
 	}
-	cw := &watcher{in: w, out: make(chan watch.Event), stop: make(chan struct{}), cancel: cancel}
+	cw := &watcher{in: w, out: make(chan watch.Event), stop: make(chan struct{}), callerDone: callerDone, cancel: cancel}
 	go cw.run(l.event)
 	return cw, nil
 }
@@ -215,13 +224,14 @@ func (l *lister) event(e watch.Event) watch.Event {
 }
 
 // watcher forwards a cacher watch's events, converted, until either side
-// stops.
+// stops or the caller's context is done.
 type watcher struct {
-	in     watch.Interface
-	out    chan watch.Event
-	stop   chan struct{}
-	once   sync.Once
-	cancel context.CancelFunc
+	in         watch.Interface
+	out        chan watch.Event
+	stop       chan struct{}
+	callerDone <-chan struct{}
+	once       sync.Once
+	cancel     context.CancelFunc
 }
 
 func (w *watcher) run(convert func(watch.Event) watch.Event) {
@@ -238,8 +248,12 @@ func (w *watcher) run(convert func(watch.Event) watch.Event) {
 			case w.out <- convert(e):
 			case <-w.stop:
 				return
+			case <-w.callerDone:
+				return
 			}
 		case <-w.stop:
+			return
+		case <-w.callerDone:
 			return
 		}
 	}

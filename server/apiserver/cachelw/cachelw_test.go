@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	goruntime "runtime"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/apiserver/pkg/apis/example"
 	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
@@ -247,21 +249,38 @@ func TestWatchEnds(t *testing.T) {
 	x.cached(t, "a", a.ResourceVersion)
 	one := int64(1)
 	for _, tc := range []struct {
-		name string
-		opts metav1.ListOptions
-		stop bool
+		name       string
+		opts       metav1.ListOptions
+		stop       bool
+		closeStopC bool
 	}{
-		{"timeout", metav1.ListOptions{ResourceVersion: a.ResourceVersion, TimeoutSeconds: &one}, false},
-		{"stop", metav1.ListOptions{ResourceVersion: a.ResourceVersion}, true},
+		{"timeout", metav1.ListOptions{ResourceVersion: a.ResourceVersion, TimeoutSeconds: &one}, false, false},
+		{"stop", metav1.ListOptions{ResourceVersion: a.ResourceVersion}, true, false},
+		// As an informer factory started with a stop channel runs them.
+		{"stop channel closed", metav1.ListOptions{ResourceVersion: a.ResourceVersion}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, err := x.lw.WatchWithContext(x.ctx, tc.opts)
+			stopC := make(chan struct{})
+			defer func() {
+				if !tc.closeStopC {
+					close(stopC)
+				}
+			}()
+			before := goruntime.NumGoroutine()
+			w, err := x.lw.WatchWithContext(wait.ContextForChannel(stopC), tc.opts)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The watch cache's watcher and ours; none waits for stopC.
+			if n := goruntime.NumGoroutine() - before; n > 2 {
+				t.Errorf("a watch started %d goroutines, want 2", n)
 			}
 			if tc.stop {
 				w.Stop()
 				w.Stop() // twice is fine
+			}
+			if tc.closeStopC {
+				close(stopC)
 			}
 			select {
 			case e, ok := <-w.ResultChan():
