@@ -159,8 +159,8 @@ func (l *lister) watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 	// started with a stop channel run on wait.ContextForChannel, which is
 	// not one of the context package's types, and every context derived
 	// from it costs a goroutine waiting for the channel for the watch's
-	// lifetime (two per informer: this one and the watch cache's).
-	// watcher.run ends the watch when the caller's context is done.
+	// lifetime (one per informer's watch). watcher.run ends the watch when
+	// the caller's context is done.
 	callerDone := ctx.Done()
 	ctx = context.WithoutCancel(ctx)
 	var cancel context.CancelFunc
