@@ -53,9 +53,11 @@ type Config struct {
 	// EtcdEndpoint is the etcd API endpoint of the storage (unix://...).
 	EtcdEndpoint string
 	// NewEtcdClient, when set, returns a new in-process client of the
-	// same storage; the registries' stores use these
-	// (server/apiserver/storefactory) and EtcdEndpoint then serves only
-	// health checks and upstream's few raw stores.
+	// same storage: the registries' stores use these
+	// (server/apiserver/storefactory), and so do the storage health
+	// checks and upstream's few raw stores, through upstream's storage
+	// factory (storagebackend.TransportConfig.NewClient, a Skiff patch);
+	// nothing in the process then dials EtcdEndpoint.
 	NewEtcdClient func() *clientv3.Client
 
 	CACert                  string
@@ -210,6 +212,7 @@ func Run(ctx context.Context, c Config) error {
 	objects := intern.New(0)
 	var stores *storefactory.Factory
 	if c.NewEtcdClient != nil {
+		completed.Etcd.StorageConfig.Transport.NewClient = func() (*clientv3.Client, error) { return c.NewEtcdClient(), nil }
 		var stop func()
 		stores, stop = storefactory.New(c.NewEtcdClient, completed.Etcd.StorageConfig.CompactionInterval, objects)
 		defer stop()

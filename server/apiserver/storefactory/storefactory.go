@@ -6,7 +6,9 @@
 // upstream's: the etcd3 store, its decoder and transformer, the watch
 // cache. The few raw stores upstream builds outside the registries
 // (NodePort/ClusterIP allocation bitmaps, endpoint leases) and the etcd
-// health checks are not built here and keep dialing the etcd endpoint.
+// health checks are not built here: upstream's factory builds them, on
+// in-process clients too (storagebackend.TransportConfig.NewClient, a
+// Skiff patch to k8s.io/apiserver).
 package storefactory
 
 import (
