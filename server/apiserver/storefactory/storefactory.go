@@ -12,6 +12,7 @@
 package storefactory
 
 import (
+	"context"
 	"reflect"
 	"runtime"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/etcd3"
+	etcdfeature "k8s.io/apiserver/pkg/storage/feature"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
 	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
@@ -86,7 +88,24 @@ func (f *Factory) Cached(gr schema.GroupResource) (st storage.Interface, key str
 // and small maps they repeat.
 func New(newClient func() *clientv3.Client, compactionInterval time.Duration, objects *intern.Table) (f *Factory, stop func()) {
 	comp := etcd3.NewCompactor(newClient(), compactionInterval, clock.RealClock{}, nil)
+	// The watch cache serves watch-lists and consistent reads only once
+	// the process has seen an etcd that supports progress requests
+	// (process-wide). Upstream's factory checks each client it dials, by
+	// its endpoints; an in-process client has none, so the in-process
+	// server is checked here, once, as one endpoint.
+	c := newClient()
+	etcdfeature.DefaultFeatureSupportChecker.CheckClient(c.Ctx(), inProcess{c}, storage.RequestWatchProgress)
 	return &Factory{newClient: newClient, compactor: comp, objects: objects}, comp.Stop
+}
+
+// inProcess is an in-process client as the feature checker sees clients:
+// one endpoint.
+type inProcess struct{ c *clientv3.Client }
+
+func (inProcess) Endpoints() []string { return []string{"in-process"} }
+
+func (p inProcess) Status(ctx context.Context, _ string) (*clientv3.StatusResponse, error) {
+	return p.c.Status(ctx, "")
 }
 
 // Getter makes g hand out f's stores; everything else g decides (storage

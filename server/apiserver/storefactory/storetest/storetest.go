@@ -78,10 +78,8 @@ func NewFactory(t testing.TB, objects *intern.Table) (context.Context, *storefac
 	f, stop := storefactory.New(func() *clientv3.Client { return srv.Client(ctx) }, 0, objects)
 	t.Cleanup(stop)
 	// The watch cache serves watch-list and consistent reads only once
-	// the process has seen an etcd that supports progress requests. In the
-	// server the stores that dial the endpoint make that check (it is
-	// process-wide); here the in-process client is checked.
-	etcdfeature.DefaultFeatureSupportChecker.CheckClient(ctx, inProcess{srv.Client(ctx)}, storage.RequestWatchProgress)
+	// the process has seen an etcd that supports progress requests: the
+	// factory has the in-process server checked (process-wide).
 	for !etcdfeature.DefaultFeatureSupportChecker.Supports(storage.RequestWatchProgress) {
 		if ctx.Err() != nil {
 			t.Fatal("the in-process etcd API does not support progress requests")
@@ -89,16 +87,6 @@ func NewFactory(t testing.TB, objects *intern.Table) (context.Context, *storefac
 		time.Sleep(5 * time.Millisecond)
 	}
 	return ctx, f, be
-}
-
-// inProcess is an in-process client as the feature checker sees clients:
-// one endpoint.
-type inProcess struct{ c *clientv3.Client }
-
-func (inProcess) Endpoints() []string { return []string{"in-process"} }
-
-func (p inProcess) Status(ctx context.Context, _ string) (*clientv3.StatusResponse, error) {
-	return p.c.Status(ctx, "")
 }
 
 // PodStore makes opts' store of example pods, destroyed (twice, as
