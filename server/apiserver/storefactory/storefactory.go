@@ -87,13 +87,13 @@ func (f *Factory) Cached(gr schema.GroupResource) (st storage.Interface, key str
 // current and hands it out read-only, so its objects share the strings
 // and small maps they repeat.
 func New(newClient func() *clientv3.Client, compactionInterval time.Duration, objects *intern.Table) (f *Factory, stop func()) {
-	comp := etcd3.NewCompactor(newClient(), compactionInterval, clock.RealClock{}, nil)
+	c := newClient()
+	comp := etcd3.NewCompactor(c, compactionInterval, clock.RealClock{}, nil)
 	// The watch cache serves watch-lists and consistent reads only once
 	// the process has seen an etcd that supports progress requests
 	// (process-wide). Upstream's factory checks each client it dials, by
 	// its endpoints; an in-process client has none, so the in-process
 	// server is checked here, once, as one endpoint.
-	c := newClient()
 	etcdfeature.DefaultFeatureSupportChecker.CheckClient(c.Ctx(), inProcess{c}, storage.RequestWatchProgress)
 	return &Factory{newClient: newClient, compactor: comp, objects: objects}, comp.Stop
 }
