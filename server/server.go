@@ -92,17 +92,19 @@ type Config struct {
 }
 
 // memTrim: once ready, a quiet server hands idle heap back to the OS
-// (internal/memtrim): checked every 5 s, when at least 6 MB would come
+// (internal/memtrim): checked every 5 s, when at least 3 MB would come
 // back and the server allocated at most 32 MB since the last check. An
 // idle API server with controllers and scheduler allocates ~0.5 MB/s, so
-// this caps its idle garbage at ~6 MB where the runtime lets it reach
+// this caps its idle garbage at ~3 MB where the runtime lets it reach
 // GOGC% of the live heap (~30 MB) before collecting, at the cost of a
-// collection every ~12 s (12 MB, every ~25 s, averaged ~1 MB more idle
-// RssAnon and peaked ~3 MB higher, for no measurable difference in idle
-// CPU: bench-results/idle-goroutines-heap-20261204.txt); under load
-// (hundreds of MB/s) it does nothing.
+// collection every ~6 s. Measured: 6 MB against 3 MB averaged ~1.5 MB
+// more idle RssAnon (whole server; ~0.5 MB API only), 12 MB ~1 MB more
+// again, for no measurable difference in idle CPU
+// (bench-results/idle-goroutines-heap-20261204.txt,
+// idle-watch-informer-goroutines-20261205.txt); under load (hundreds of
+// MB/s) it does nothing.
 func memTrim(log *slog.Logger, after func()) memtrim.Config {
-	return memtrim.Config{Interval: 5 * time.Second, Threshold: 6 << 20, Quiet: 32 << 20, Logger: log, AfterTrim: after}
+	return memtrim.Config{Interval: 5 * time.Second, Threshold: 3 << 20, Quiet: 32 << 20, Logger: log, AfterTrim: after}
 }
 
 // startupGCPercent is the GC target while the server starts. Start-up

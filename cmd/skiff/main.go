@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiff-sh/skiff/agent/containerd"
 	"github.com/skiff-sh/skiff/agent/containerd/child"
+	"github.com/skiff-sh/skiff/internal/heapprof"
 	// Before kubectl's packages initialise: see the package comment.
 	_ "github.com/skiff-sh/skiff/cmd/skiff/internal/kubectli18n"
 )
@@ -31,6 +32,9 @@ var version = "dev"
 const defaultGCPercent = 50
 
 func main() {
+	// Before anything allocates much: every process of the binary,
+	// containerd's included (internal/heapprof).
+	heapprof.Off()
 	// Multicall: the agent starts containerd by re-executing this binary
 	// under containerd.ProcessName.
 	if filepath.Base(os.Args[0]) == containerd.ProcessName {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/skiff-sh/skiff/agent"
 	"github.com/skiff-sh/skiff/internal/gctune"
+	"github.com/skiff-sh/skiff/internal/heapprof"
 	"github.com/skiff-sh/skiff/internal/textpages"
 	"github.com/skiff-sh/skiff/server"
 )
@@ -132,6 +133,10 @@ func runServer(c *cli.Context) error {
 	}
 	cfg.Logger = newLogger(lc)
 	cfg.AfterMemTrim = releaseTextPages
+	if heapprof.FlagOn(cfg.APIServerArgs, "profiling") {
+		// /debug/pprof/heap is served: sample from here on.
+		heapprof.On()
+	}
 	if os.Getenv("GOGC") == "" {
 		// The server's CPU goes to the GC more than anything else under
 		// load; a GOGC set by the user is kept as it is.
