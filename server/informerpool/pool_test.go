@@ -367,6 +367,13 @@ func TestSharesRunningInformers(t *testing.T) {
 			t.Fatalf("handler saw %q after the start, want the running pod added", r.seen())
 		}
 	}
+	// Each handler has its own listener goroutine, so this one may be
+	// called after the two above: wait for its call, then check it.
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return len(initial.get()) > 0, nil
+	}); err != nil {
+		t.Fatal("the third handler was never called after the start")
+	}
 	if got := initial.get(); !slices.Equal(got, []bool{true}) {
 		t.Errorf("isInInitialList = %v, want [true]", got)
 	}
