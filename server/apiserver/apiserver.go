@@ -89,6 +89,10 @@ type Config struct {
 	// server starts serving, so components in the same process can share
 	// its informers instead of keeping a second copy of every object.
 	Informers func(informers.SharedInformerFactory)
+	// Serving, when set, is called once the server is built and starts
+	// serving: what follows until ready is its post-start hooks and the
+	// initial lists of its watch caches and informers.
+	Serving func()
 	// Logger receives the upstream components' klog output.
 	Logger *slog.Logger
 }
@@ -292,6 +296,9 @@ func Run(ctx context.Context, c Config) error {
 	}
 	releaseOpenAPIDefinitions(config.KubeAPIs.ControlPlane.Generic.OpenAPIV3Config)
 	phase("prepare (OpenAPI)")
+	if c.Serving != nil {
+		c.Serving()
+	}
 	return prepared.Run(ctx)
 }
 

@@ -1,0 +1,88 @@
+package gctune
+
+import (
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+// gcPercent reads the current GC target.
+func gcPercent() int {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p)
+	return p
+}
+
+// sink keeps the test's allocations from being optimized away.
+var sink []byte
+
+func TestStartupPhases(t *testing.T) {
+	tests := []struct {
+		name         string
+		settleTime   time.Duration
+		settleAllocs uint64
+		alloc        bool // allocate after Ready
+		wantSettled  bool // the process's target is back within 3 s
+	}{
+		{name: "time ends the settle phase", settleTime: 50 * time.Millisecond, settleAllocs: 1 << 40, wantSettled: true},
+		{name: "allocations end the settle phase", settleTime: time.Hour, settleAllocs: 8 << 20, alloc: true, wantSettled: true},
+		{name: "a quiet process settles only when its time is up", settleTime: time.Hour, settleAllocs: 1 << 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer debug.SetGCPercent(debug.SetGCPercent(73))
+			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleAllocs: tt.settleAllocs}.Begin()
+			if p := gcPercent(); p != 30 {
+				t.Fatalf("after Begin GOGC = %d, want 30", p)
+			}
+			r.Serving()
+			if p := gcPercent(); p != 10 {
+				t.Fatalf("serving: GOGC = %d, want 10", p)
+			}
+			r.Ready(t.Context())
+			if p := gcPercent(); p != 10 {
+				t.Fatalf("just ready: GOGC = %d, want 10 until settled", p)
+			}
+			if tt.alloc {
+				for range 64 {
+					sink = make([]byte, 1<<20)
+				}
+			}
+			wait := 3 * time.Second
+			if !tt.wantSettled {
+				wait = 700 * time.Millisecond // past the first allocation checks
+			}
+			deadline := time.Now().Add(wait)
+			for gcPercent() != 73 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := gcPercent() == 73; got != tt.wantSettled {
+				t.Fatalf("settled = %v (GOGC %d), want %v", got, gcPercent(), tt.wantSettled)
+			}
+			r.Stop()
+			if p := gcPercent(); p != 73 {
+				t.Fatalf("after Stop GOGC = %d, want the process's 73", p)
+			}
+		})
+	}
+}
+
+// TestStartupHandsOverOnce: a Stop after the hand-over leaves the target
+// the tuner set.
+func TestStartupHandsOverOnce(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(73))
+	r := Startup{Percent: 30, SettlePercent: 10, SettleTime: time.Millisecond, SettleAllocs: 1 << 40, Tune: &Config{Min: 55, Max: 55, Budget: 1 << 40}}.Begin()
+	r.Serving()
+	r.Ready(t.Context())
+	deadline := time.Now().Add(3 * time.Second)
+	for gcPercent() != 55 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := gcPercent(); p != 55 {
+		t.Fatalf("GOGC = %d once settled, want the tuner's 55", p)
+	}
+	r.Stop()
+	if p := gcPercent(); p != 55 {
+		t.Fatalf("GOGC = %d after Stop, want the tuner's 55 kept", p)
+	}
+}
