@@ -2,15 +2,18 @@ package gctune
 
 import (
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
 
-// gcPercent reads the current GC target.
+// gcPercent reads the current GC target without writing it: reading it
+// with SetGCPercent(-1) and writing it back would race with the goroutine
+// under test and could undo its hand-over.
 func gcPercent() int {
-	p := debug.SetGCPercent(-1)
-	debug.SetGCPercent(p)
-	return p
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }
 
 // sink keeps the test's allocations from being optimized away.
