@@ -348,3 +348,5 @@ replace k8s.io/sample-cli-plugin => k8s.io/sample-cli-plugin v0.37.2
 replace k8s.io/sample-controller => k8s.io/sample-controller v0.37.2
 
 replace k8s.io/streaming => k8s.io/streaming v0.37.2
+
+replace sigs.k8s.io/structured-merge-diff/v6 => ./.build/modules/sigs.k8s.io/structured-merge-diff/v6
