@@ -108,8 +108,15 @@ func memTrim(log *slog.Logger, after func()) memtrim.Config {
 
 // startGC is the server's GC targets through start-up (gctune.Startup):
 // GOGC 30 until the API server serves, 10 from then until 10 s after
-// ready (unless 256 MB are allocated first), then tune (gctune.Run), or
-// the process's GOGC when tune is nil.
+// ready or until load arrives, then tune (gctune.Run), or the process's
+// GOGC when tune is nil. Load is more than 200 writes/s (a client load:
+// 500-2000; idle, the whole server with its node writes ~75 in the first
+// half second after ready, then under 10/s), or from 1 s after ready
+// more than 16 MB/s allocated (idle: ~40 MB in the first second, then
+// ~2.5 MB/s; a client load 50-150 MB/s). Before, only 256 MB allocated
+// ended it early: ConfigMap creates right after ready ran at half the
+// rate of creates after settling (bench-results/startup-gc-load-
+// 20261205.txt).
 //
 // Go never moves objects, and the fewer collections run while the
 // long-lived heap is built among start-up garbage, the more sparsely it
@@ -123,7 +130,8 @@ func memTrim(log *slog.Logger, after func()) memtrim.Config {
 // took the whole server from ~56 to ~47 MB. Earlier: GOGC 150 against 30 until
 // ready cost ~3 MB, the GC off below a 256 MB ceiling 12-15 MB.
 func startGC(log *slog.Logger, tune *gctune.Config) gctune.Startup {
-	s := gctune.Startup{Percent: 30, SettlePercent: 10, SettleTime: 10 * time.Second, SettleAllocs: 256 << 20}
+	s := gctune.Startup{Percent: 30, SettlePercent: 10, SettleTime: 10 * time.Second,
+		SettleWrites: 200, SettleRate: 16 << 20, SettleGrace: time.Second}
 	if tune != nil {
 		t := *tune
 		t.OnChange = func(p int) { log.Debug("GC target", "GOGC", p) }
@@ -256,7 +264,7 @@ func Run(ctx context.Context, c Config) error {
 	if err := waitReady(ctx, rc, apiErr); err != nil {
 		return err
 	}
-	gc.Ready(ctx)
+	gc.Ready(ctx, func() uint64 { return uint64(be.CurrentRevision()) })
 	adminClient, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return stopAPI(cancel, apiErr, err)

@@ -23,10 +23,19 @@ type Startup struct {
 	// SettlePercent: GOGC from Serving until settled.
 	SettlePercent int
 	// SettleTime: how long after Ready the settle target holds, unless
-	// SettleAllocs bytes are allocated first (load arrived: the
-	// configured target is the cheaper one then).
+	// load arrives first. The configured target is the cheaper one under
+	// load, and a load that starts at ready is a common case (an install
+	// script, a Helm chart applied right after boot, a benchmark).
+	// Checked every half second, load is either
+	//  - more than SettleWrites writes per second (the count Ready was
+	//    given; from the first check), or
+	//  - more than SettleRate bytes allocated per second, from
+	//    SettleGrace after Ready (the grace skips the allocation burst of
+	//    the components that start at ready, which write little).
 	SettleTime   time.Duration
-	SettleAllocs uint64
+	SettleWrites uint64
+	SettleRate   uint64
+	SettleGrace  time.Duration
 	// Tune, when set, is Run once settled; otherwise the GOGC the process
 	// had at Begin is restored.
 	Tune *Config
@@ -47,16 +56,25 @@ func (s Startup) Begin() *StartupRun {
 // Serving: the server is built and starts serving.
 func (r *StartupRun) Serving() { debug.SetGCPercent(r.cfg.SettlePercent) }
 
+// settleCheck is how often the settle phase measures the load.
+const settleCheck = 500 * time.Millisecond
+
 // Ready: the server answers. The settle target holds for SettleTime more,
-// or until SettleAllocs have been allocated, then the configured target
-// takes over (a goroutine waits for that; it ends with ctx).
-func (r *StartupRun) Ready(ctx context.Context) {
-	start, ok := heapAllocs()
+// or until load arrives (Startup.SettleWrites, SettleRate), then the
+// configured target takes over (a goroutine waits for that; it ends with
+// ctx). writes, if not nil, is a cumulative count of the server's writes.
+func (r *StartupRun) Ready(ctx context.Context, writes func() uint64) {
+	ready := time.Now()
+	if writes == nil {
+		writes = func() uint64 { return 0 }
+	}
 	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
+		tick := time.NewTicker(settleCheck)
 		defer tick.Stop()
 		deadline := time.NewTimer(r.cfg.SettleTime)
 		defer deadline.Stop()
+		lastAllocs, allocsOK := heapAllocs()
+		lastWrites, lastAt := writes(), ready
 		for {
 			select {
 			case <-ctx.Done():
@@ -64,14 +82,24 @@ func (r *StartupRun) Ready(ctx context.Context) {
 			case <-deadline.C:
 				r.end(ctx)
 				return
-			case <-tick.C:
-				if now, ok2 := heapAllocs(); ok && ok2 && now-start > r.cfg.SettleAllocs {
+			case now := <-tick.C:
+				allocs, ok := heapAllocs()
+				w, d := writes(), now.Sub(lastAt)
+				if exceeds(w-lastWrites, d, r.cfg.SettleWrites) ||
+					ok && allocsOK && lastAt.Sub(ready) >= r.cfg.SettleGrace && exceeds(allocs-lastAllocs, d, r.cfg.SettleRate) {
 					r.end(ctx)
 					return
 				}
+				lastAllocs, allocsOK, lastWrites, lastAt = allocs, ok, w, now
 			}
 		}
 	}()
+}
+
+// exceeds reports whether n over d is more than rate per second; a zero
+// rate never is.
+func exceeds(n uint64, d time.Duration, rate uint64) bool {
+	return rate > 0 && d > 0 && float64(n) > float64(rate)*d.Seconds()
 }
 
 // Stop restores the process's target if start-up has not ended: the

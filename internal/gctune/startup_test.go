@@ -3,6 +3,7 @@ package gctune
 import (
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -23,18 +24,25 @@ func TestStartupPhases(t *testing.T) {
 	tests := []struct {
 		name         string
 		settleTime   time.Duration
-		settleAllocs uint64
-		alloc        bool // allocate after Ready
+		settleWrites uint64
+		settleRate   uint64
+		settleGrace  time.Duration
+		alloc        bool // allocate after Ready, for a second
+		write        bool // count writes after Ready
 		wantSettled  bool // the process's target is back within 3 s
 	}{
-		{name: "time ends the settle phase", settleTime: 50 * time.Millisecond, settleAllocs: 1 << 40, wantSettled: true},
-		{name: "allocations end the settle phase", settleTime: time.Hour, settleAllocs: 8 << 20, alloc: true, wantSettled: true},
-		{name: "a quiet process settles only when its time is up", settleTime: time.Hour, settleAllocs: 1 << 40},
+		{name: "time ends the settle phase", settleTime: 50 * time.Millisecond, settleRate: 1 << 40, wantSettled: true},
+		{name: "load ends the settle phase", settleTime: time.Hour, settleRate: 8 << 20, alloc: true, wantSettled: true},
+		{name: "load in the grace does not end it", settleTime: time.Hour, settleRate: 8 << 20, settleGrace: time.Hour, alloc: true},
+		{name: "a slower allocation rate does not end it", settleTime: time.Hour, settleRate: 1 << 40, alloc: true},
+		{name: "a quiet process settles only when its time is up", settleTime: time.Hour, settleRate: 1 << 40},
+		{name: "writes end the settle phase, even in the grace", settleTime: time.Hour, settleWrites: 100, settleGrace: time.Hour, write: true, wantSettled: true},
+		{name: "fewer writes do not end it", settleTime: time.Hour, settleWrites: 10000, write: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer debug.SetGCPercent(debug.SetGCPercent(73))
-			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleAllocs: tt.settleAllocs}.Begin()
+			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleWrites: tt.settleWrites, SettleRate: tt.settleRate, SettleGrace: tt.settleGrace}.Begin()
 			if p := gcPercent(); p != 30 {
 				t.Fatalf("after Begin GOGC = %d, want 30", p)
 			}
@@ -42,22 +50,27 @@ func TestStartupPhases(t *testing.T) {
 			if p := gcPercent(); p != 10 {
 				t.Fatalf("serving: GOGC = %d, want 10", p)
 			}
-			r.Ready(t.Context())
+			var writes atomic.Uint64
+			r.Ready(t.Context(), writes.Load)
 			if p := gcPercent(); p != 10 {
 				t.Fatalf("just ready: GOGC = %d, want 10 until settled", p)
 			}
-			if tt.alloc {
-				for range 64 {
-					sink = make([]byte, 1<<20)
-				}
-			}
-			wait := 3 * time.Second
+			// ~64 MB/s and ~650 writes/s (as the case says) for 1.2 s, past
+			// two checks.
+			deadline := time.Now().Add(3 * time.Second)
 			if !tt.wantSettled {
-				wait = 700 * time.Millisecond // past the first allocation checks
+				deadline = time.Now().Add(1200 * time.Millisecond)
 			}
-			deadline := time.Now().Add(wait)
 			for gcPercent() != 73 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
+				if tt.alloc {
+					for range 2 {
+						sink = make([]byte, 1<<20)
+					}
+				}
+				if tt.write {
+					writes.Add(20) // ~650/s
+				}
+				time.Sleep(30 * time.Millisecond)
 			}
 			if got := gcPercent() == 73; got != tt.wantSettled {
 				t.Fatalf("settled = %v (GOGC %d), want %v", got, gcPercent(), tt.wantSettled)
@@ -74,9 +87,9 @@ func TestStartupPhases(t *testing.T) {
 // the tuner set.
 func TestStartupHandsOverOnce(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(73))
-	r := Startup{Percent: 30, SettlePercent: 10, SettleTime: time.Millisecond, SettleAllocs: 1 << 40, Tune: &Config{Min: 55, Max: 55, Budget: 1 << 40}}.Begin()
+	r := Startup{Percent: 30, SettlePercent: 10, SettleTime: time.Millisecond, SettleRate: 1 << 40, Tune: &Config{Min: 55, Max: 55, Budget: 1 << 40}}.Begin()
 	r.Serving()
-	r.Ready(t.Context())
+	r.Ready(t.Context(), nil)
 	deadline := time.Now().Add(3 * time.Second)
 	for gcPercent() != 55 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
