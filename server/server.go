@@ -129,9 +129,20 @@ func memTrim(log *slog.Logger, after func()) memtrim.Config {
 // holding it 10 s past ready, while the controllers and the node start,
 // took the whole server from ~56 to ~47 MB. Earlier: GOGC 150 against 30 until
 // ready cost ~3 MB, the GC off below a 256 MB ceiling 12-15 MB.
+//
+// After start-up, a CustomResourceDefinition added or changed
+// (apiserver.Config.CRDChanged) holds GOGC 30 (gctune.StartupRun.Settle)
+// for 10 s after the last one, or until more than 200 writes/s arrive:
+// the server builds the resource's long-lived serving state then, at the
+// tuner's GOGC 100 as sparse as start-up's. Measured with 20 CRDs (whole
+// server, RssAnon 15 s after; bench-results/crd-settle-20261205.txt):
+// growth +23 MB at the tuner's target; holding 50 +17-18, 40 +17, 30
+// +15, 20 +14, 10 +11-13. At 30 the server's CPU for the install went
+// from ~1.1-1.4 s to ~1.75-1.95 s (3.3 s at 10) and the time until all 20
+// were served from ~2.8-2.9 to ~3.1-3.3 s (4.0 s at 10; upstream ~3.4).
 func startGC(log *slog.Logger, tune *gctune.Config) gctune.Startup {
 	s := gctune.Startup{Percent: 30, SettlePercent: 10, SettleTime: 10 * time.Second,
-		SettleWrites: 200, SettleRate: 16 << 20, SettleGrace: time.Second}
+		SettleWrites: 200, SettleRate: 16 << 20, SettleGrace: time.Second, HoldPercent: 30}
 	if tune != nil {
 		t := *tune
 		t.OnChange = func(p int) { log.Debug("GC target", "GOGC", p) }
@@ -251,6 +262,7 @@ func Run(ctx context.Context, c Config) error {
 			ExtraArgs:     append(tolerationArgs(c.DefaultTolerationSeconds), c.APIServerArgs...),
 			Informers:     func(f informers.SharedInformerFactory) { apiInformers <- f },
 			Serving:       gc.Serving,
+			CRDChanged:    gc.Settle,
 			Logger:        log,
 		})
 	}()

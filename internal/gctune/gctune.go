@@ -21,6 +21,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
+	"sync"
 	"sync/atomic"
 )
 
@@ -69,7 +70,9 @@ func DefaultBudget() uint64 {
 
 // Run sets GOGC for the live heap now and after every collection until
 // ctx ends; the last value it set stays.
-func Run(ctx context.Context, c Config) {
+func Run(ctx context.Context, c Config) { run(ctx, c) }
+
+func run(ctx context.Context, c Config) *tuner {
 	t := &tuner{cfg: c, last: -1}
 	t.adjust()
 	t.arm()
@@ -77,12 +80,17 @@ func Run(ctx context.Context, c Config) {
 		<-ctx.Done()
 		t.stopped.Store(true)
 	}()
+	return t
 }
 
 type tuner struct {
 	cfg     Config
-	last    int
 	stopped atomic.Bool
+
+	mu    sync.Mutex
+	last  int // the GOGC set; -1 before the first
+	tuned int // the target for the live heap (Config.Percent)
+	hold  int // a target that overrides tuned while set (StartupRun.Settle); 0: none
 }
 
 // sentinel is unreachable as soon as arm returns: the next collection
@@ -101,15 +109,35 @@ func (t *tuner) arm() {
 	})
 }
 
-// adjust runs in Run, then on the finalizer goroutine, one call at a time
-// (SetFinalizer is synchronized before the finalizer's call).
+// adjust runs in run, then on the finalizer goroutine after each
+// collection.
 func (t *tuner) adjust() {
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		return
 	}
-	p := t.cfg.Percent(s[0].Value.Uint64())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tuned = t.cfg.Percent(s[0].Value.Uint64())
+	t.apply()
+}
+
+// setHold sets the target that overrides the tuned one; 0 lifts it.
+func (t *tuner) setHold(p int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hold = p
+	t.apply()
+}
+
+// apply sets the target in force, the hold or else the tuned one, if it
+// changed; t.mu is held.
+func (t *tuner) apply() {
+	p := t.tuned
+	if t.hold > 0 {
+		p = t.hold
+	}
 	if p == t.last {
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,8 @@ import (
 // garbage), and from then until it has settled (caches filled by their
 // initial lists, the components started at ready). Startup collects
 // more often in each, then hands over to the process's target or to Run.
+// Later, StartupRun.Settle brings the settle target back while the
+// server builds more long-lived state.
 type Startup struct {
 	// Percent: GOGC until Serving.
 	Percent int
@@ -36,16 +39,32 @@ type Startup struct {
 	SettleWrites uint64
 	SettleRate   uint64
 	SettleGrace  time.Duration
+	// HoldPercent: GOGC while Settle holds, after the hand-over (0: the
+	// SettlePercent). Settle's state is built among its requests' garbage
+	// (a CRD's first requests allocate ~100 times its state), so each
+	// point of GOGC below the tuner's costs more CPU than in start-up.
+	HoldPercent int
 	// Tune, when set, is Run once settled; otherwise the GOGC the process
 	// had at Begin is restored.
 	Tune *Config
 }
 
-// StartupRun is a Startup in progress.
+// StartupRun is a Startup in progress, and after it the tuner it handed
+// over to.
 type StartupRun struct {
 	cfg     Startup
 	restore int
 	endOnce sync.Once
+
+	// Set by Ready.
+	ctx    context.Context
+	writes func() uint64
+	// tuner is set at the hand-over when Startup.Tune is.
+	tuner atomic.Pointer[tuner]
+
+	mu          sync.Mutex
+	settling    bool      // a settle goroutine runs
+	settleUntil time.Time // when it ends, unless load ends it first
 }
 
 // Begin sets the start-up target.
@@ -68,6 +87,7 @@ func (r *StartupRun) Ready(ctx context.Context, writes func() uint64) {
 	if writes == nil {
 		writes = func() uint64 { return 0 }
 	}
+	r.ctx, r.writes = ctx, writes
 	go func() {
 		tick := time.NewTicker(settleCheck)
 		defer tick.Stop()
@@ -115,9 +135,64 @@ func (r *StartupRun) end(ctx context.Context) {
 		debug.SetGCPercent(r.restore)
 		go debug.FreeOSMemory()
 		if r.cfg.Tune != nil {
-			Run(ctx, *r.cfg.Tune)
+			r.tuner.Store(run(ctx, *r.cfg.Tune))
 		}
 	})
+}
+
+// Settle: the server builds long-lived state again, outside start-up (a
+// CustomResourceDefinition served: its schemas, validators, storage and
+// watch cache), which the tuner's target would leave as sparse as
+// start-up's would be without the settle phase. Startup.HoldPercent holds
+// from now until SettleTime after the last call, unless load arrives first: more than SettleWrites writes per
+// second (the allocation rate is no measure here, building the state is
+// what allocates). Then the tuner's target is back. Before the hand-over
+// (start-up is settling anyway) and without a tuner (the process's GOGC
+// is the user's) Settle does nothing.
+func (r *StartupRun) Settle() {
+	t := r.tuner.Load()
+	if t == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.settleUntil = time.Now().Add(r.cfg.SettleTime)
+	if r.settling {
+		return
+	}
+	r.settling = true
+	p := r.cfg.HoldPercent
+	if p == 0 {
+		p = r.cfg.SettlePercent
+	}
+	t.setHold(p)
+	go r.settle(t)
+}
+
+// settle lifts the settle target when its time is up or load arrives.
+func (r *StartupRun) settle(t *tuner) {
+	tick := time.NewTicker(settleCheck)
+	defer tick.Stop()
+	lastWrites, lastAt := r.writes(), time.Now()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case now := <-tick.C:
+			w := r.writes()
+			r.mu.Lock()
+			done := !now.Before(r.settleUntil) || exceeds(w-lastWrites, now.Sub(lastAt), r.cfg.SettleWrites)
+			if done {
+				r.settling = false
+				t.setHold(0)
+			}
+			r.mu.Unlock()
+			if done {
+				return
+			}
+			lastWrites, lastAt = w, now
+		}
+	}
 }
 
 // heapAllocs is the cumulative count of bytes allocated.

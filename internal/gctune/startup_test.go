@@ -1,6 +1,7 @@
 package gctune
 
 import (
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
@@ -100,5 +101,63 @@ func TestStartupHandsOverOnce(t *testing.T) {
 	r.Stop()
 	if p := gcPercent(); p != 55 {
 		t.Fatalf("GOGC = %d after Stop, want the tuner's 55 kept", p)
+	}
+}
+
+// TestSettleAfterHandOver: Settle brings the settle target back over the
+// tuner's, through collections, until its time is up or writes arrive;
+// before the hand-over it does nothing.
+func TestSettleAfterHandOver(t *testing.T) {
+	tests := []struct {
+		name         string
+		settleTime   time.Duration
+		settleWrites uint64
+		write        bool // count ~650 writes/s while settling
+		wantBack     bool // the tuner's target is back within 3 s
+	}{
+		{name: "time ends the settle", settleTime: 200 * time.Millisecond, wantBack: true},
+		{name: "writes end the settle", settleTime: time.Hour, settleWrites: 100, write: true, wantBack: true},
+		{name: "fewer writes do not end it", settleTime: time.Hour, settleWrites: 10000, write: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer debug.SetGCPercent(debug.SetGCPercent(73))
+			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleWrites: tt.settleWrites, HoldPercent: 20,
+				Tune: &Config{Min: 55, Max: 55, Budget: 1 << 40}}.Begin()
+			r.Serving()
+			r.Settle() // before the hand-over: nothing
+			if p := gcPercent(); p != 10 {
+				t.Fatalf("Settle in start-up: GOGC = %d, want start-up's 10", p)
+			}
+			var writes atomic.Uint64
+			r.Ready(t.Context(), writes.Load)
+			r.end(t.Context()) // hand over now, as start-up would once settled
+			if p := gcPercent(); p != 55 {
+				t.Fatalf("tuned: GOGC = %d, want 55", p)
+			}
+			r.Settle()
+			if p := gcPercent(); p != 20 {
+				t.Fatalf("settling: GOGC = %d, want HoldPercent 20", p)
+			}
+			// A collection runs the tuner; the settle target must hold.
+			runtime.GC()
+			time.Sleep(20 * time.Millisecond)
+			if p := gcPercent(); p != 20 && tt.settleTime > time.Second {
+				t.Fatalf("after a collection while settling: GOGC = %d, want 20", p)
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			if !tt.wantBack {
+				deadline = time.Now().Add(1200 * time.Millisecond)
+			}
+			for gcPercent() != 55 && time.Now().Before(deadline) {
+				if tt.write {
+					writes.Add(20)
+				}
+				time.Sleep(30 * time.Millisecond)
+			}
+			if got := gcPercent() == 55; got != tt.wantBack {
+				t.Fatalf("tuner's target back = %v (GOGC %d), want %v", got, gcPercent(), tt.wantBack)
+			}
+		})
 	}
 }

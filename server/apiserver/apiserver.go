@@ -93,6 +93,11 @@ type Config struct {
 	// serving: what follows until ready is its post-start hooks and the
 	// initial lists of its watch caches and informers.
 	Serving func()
+	// CRDChanged, when set, is called when a CustomResourceDefinition is
+	// added or its spec changes after start: the server builds that
+	// resource's serving state (discovery, schemas and validators, storage
+	// and watch cache, on its first request), long-lived like start-up's.
+	CRDChanged func()
 	// Logger receives the upstream components' klog output.
 	Logger *slog.Logger
 }
@@ -282,7 +287,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("apiserver: complete config: %w", err)
 	}
-	chain, err := createServerChain(cc, c.MetricsClient)
+	chain, err := createServerChain(cc, c.MetricsClient, c.CRDChanged)
 	if err != nil {
 		return fmt.Errorf("apiserver: create server chain: %w", err)
 	}

@@ -1,11 +1,13 @@
 package apiserver
 
 import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	genericapifilters "k8s.io/apiserver/pkg/endpoints/filters"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/util/notfoundhandler"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	aggregatorapiserver "k8s.io/kube-aggregator/pkg/apiserver"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controlplaneapiserver "k8s.io/kubernetes/pkg/controlplane/apiserver"
@@ -20,12 +22,19 @@ import (
 // for it and discovery lists it like any built-in group; and, when the
 // configs skip upstream's OpenAPI installation, the kube-apiserver's and
 // the apiextensions server's OpenAPI are installed with documents built on
-// demand (installOpenAPI, installCRDOpenAPI).
-func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface) (*aggregatorapiserver.APIAggregator, error) {
+// demand (installOpenAPI, installCRDOpenAPI). crdChanged, if not nil, is
+// called for each CustomResourceDefinition added or changed (crdEvents).
+func createServerChain(config app.CompletedConfig, metricsClient func() kubernetes.Interface, crdChanged func()) (*aggregatorapiserver.APIAggregator, error) {
 	notFound := notfoundhandler.New(config.KubeAPIs.ControlPlane.Generic.Serializer, genericapifilters.NoMuxAndDiscoveryIncompleteKey)
 	apiExtensions, err := config.ApiExtensions.New(genericapiserver.NewEmptyDelegateWithCustomHandler(notFound))
 	if err != nil {
 		return nil, err
+	}
+	if crdChanged != nil {
+		crds := apiExtensions.Informers.Apiextensions().V1().CustomResourceDefinitions().Informer()
+		if _, err := crds.AddEventHandler(crdEvents(crdChanged)); err != nil {
+			return nil, err
+		}
 	}
 	crdAPIEnabled := config.ApiExtensions.GenericConfig.MergedResourceConfig.ResourceEnabled(
 		schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
@@ -61,6 +70,26 @@ func createServerChain(config app.CompletedConfig, metricsClient func() kubernet
 		installOpenAPI(kube.ControlPlane.GenericAPIServer, g.OpenAPIConfig, g.OpenAPIV3Config, shared, openAPIIdentity(g.OpenAPIV3Config))
 	}
 	return aggregator, nil
+}
+
+// crdEvents calls changed for a CustomResourceDefinition added after the
+// informer's initial list or whose spec changed (its generation; status
+// updates and resyncs do not count).
+func crdEvents(changed func()) cache.ResourceEventHandlerDetailedFuncs {
+	return cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, isInInitialList bool) {
+			if !isInInitialList {
+				changed()
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*apiextensionsv1.CustomResourceDefinition)
+			n, ok2 := newObj.(*apiextensionsv1.CustomResourceDefinition)
+			if ok1 && ok2 && o.Generation != n.Generation {
+				changed()
+			}
+		},
+	}
 }
 
 // rootPaths returns the root paths of s's web services.
