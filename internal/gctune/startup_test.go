@@ -18,6 +18,20 @@ func gcPercent() int {
 	return int(s[0].Value.Uint64())
 }
 
+// waitPercent calls each every 30 ms until GOGC is want, for up to 3 s
+// when it is expected to get there, else for 1.2 s (past two of the
+// settle checks) to show it does not.
+func waitPercent(want int, expected bool, each func()) {
+	deadline := time.Now().Add(3 * time.Second)
+	if !expected {
+		deadline = time.Now().Add(1200 * time.Millisecond)
+	}
+	for gcPercent() != want && time.Now().Before(deadline) {
+		each()
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
 // sink keeps the test's allocations from being optimized away.
 var sink []byte
 
@@ -58,11 +72,7 @@ func TestStartupPhases(t *testing.T) {
 			}
 			// ~64 MB/s and ~650 writes/s (as the case says) for 1.2 s, past
 			// two checks.
-			deadline := time.Now().Add(3 * time.Second)
-			if !tt.wantSettled {
-				deadline = time.Now().Add(1200 * time.Millisecond)
-			}
-			for gcPercent() != 73 && time.Now().Before(deadline) {
+			waitPercent(73, tt.wantSettled, func() {
 				if tt.alloc {
 					for range 2 {
 						sink = make([]byte, 1<<20)
@@ -71,8 +81,7 @@ func TestStartupPhases(t *testing.T) {
 				if tt.write {
 					writes.Add(20) // ~650/s
 				}
-				time.Sleep(30 * time.Millisecond)
-			}
+			})
 			if got := gcPercent() == 73; got != tt.wantSettled {
 				t.Fatalf("settled = %v (GOGC %d), want %v", got, gcPercent(), tt.wantSettled)
 			}
@@ -145,16 +154,11 @@ func TestSettleAfterHandOver(t *testing.T) {
 			if p := gcPercent(); p != 20 && tt.settleTime > time.Second {
 				t.Fatalf("after a collection while settling: GOGC = %d, want 20", p)
 			}
-			deadline := time.Now().Add(3 * time.Second)
-			if !tt.wantBack {
-				deadline = time.Now().Add(1200 * time.Millisecond)
-			}
-			for gcPercent() != 55 && time.Now().Before(deadline) {
+			waitPercent(55, tt.wantBack, func() {
 				if tt.write {
 					writes.Add(20)
 				}
-				time.Sleep(30 * time.Millisecond)
-			}
+			})
 			if got := gcPercent() == 55; got != tt.wantBack {
 				t.Fatalf("tuner's target back = %v (GOGC %d), want %v", got, gcPercent(), tt.wantBack)
 			}
