@@ -144,9 +144,10 @@ func (r *StartupRun) end(ctx context.Context) {
 // CustomResourceDefinition served: its schemas, validators, storage and
 // watch cache), which the tuner's target would leave as sparse as
 // start-up's would be without the settle phase. Startup.HoldPercent holds
-// from now until SettleTime after the last call, unless load arrives first: more than SettleWrites writes per
-// second (the allocation rate is no measure here, building the state is
-// what allocates). Then the tuner's target is back. Before the hand-over
+// from now until SettleTime after the last call, unless load arrives
+// first: more than SettleWrites writes per second (the allocation rate is
+// no measure here, building the state is what allocates). Then the
+// tuner's target is back. Before the hand-over
 // (start-up is settling anyway) and without a tuner (the process's GOGC
 // is the user's) Settle does nothing.
 func (r *StartupRun) Settle() {
