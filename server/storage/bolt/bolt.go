@@ -233,7 +233,6 @@ func (b *Backend) submitJob(ctx context.Context, j *job) (*job, error) {
 func (b *Backend) writer() {
 	defer close(b.done)
 	batch := make([]*job, 0, b.cfg.MaxBatch)
-	var delay *time.Timer
 	for {
 		batch = batch[:0]
 		select {
@@ -253,11 +252,7 @@ func (b *Backend) writer() {
 			}
 		}
 		if b.cfg.CommitDelay > 0 && b.pace.concurrent() && len(batch) < b.cfg.MaxBatch {
-			if delay == nil {
-				delay = time.NewTimer(b.cfg.CommitDelay)
-			} else {
-				delay.Reset(b.cfg.CommitDelay)
-			}
+			delay := time.NewTimer(b.cfg.CommitDelay)
 		wait:
 			for len(batch) < b.cfg.MaxBatch {
 				select {
