@@ -89,6 +89,36 @@ func TestClientGoTypedProtobuf(t *testing.T) {
 	if err != nil || len(page.Items) != 2 || page.Continue == "" || page.RemainingItemCount == nil {
 		t.Fatalf("paged list: %v %d %q", err, len(page.Items), page.Continue)
 	}
+	// The remaining pages, and a list at that exact resourceVersion, show
+	// the namespace as of the first page, whatever was written since.
+	exact, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{ResourceVersion: page.ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchExact})
+	if err != nil {
+		t.Fatalf("list at exact resourceVersion %s: %v", page.ResourceVersion, err)
+	}
+	if err := cs.CoreV1().ConfigMaps(ns).Delete(ctx, "page-4", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "page-9"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var paged, atRV []string
+	for _, cm := range exact.Items {
+		atRV = append(atRV, cm.Name)
+	}
+	for p := page; ; {
+		for _, cm := range p.Items {
+			paged = append(paged, cm.Name)
+		}
+		if p.Continue == "" {
+			break
+		}
+		if p, err = cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{Limit: 2, Continue: p.Continue}); err != nil {
+			t.Fatalf("continue: %v", err)
+		}
+	}
+	if !slices.Contains(atRV, "page-4") || slices.Contains(atRV, "page-9") || !slices.Equal(paged, atRV) {
+		t.Fatalf("pages %v, list at resourceVersion %s %v: want the same names, page-4 and not page-9", paged, page.ResourceVersion, atRV)
+	}
 	_, err = cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{Limit: 2, Continue: "garbage"})
 	if !apierrors.IsBadRequest(err) {
 		t.Fatalf("bad continue token: want BadRequest, got %v", err)
