@@ -11,30 +11,42 @@
 // internal objects and the informers' versioned ones).
 //
 // Table.Object walks a freshly decoded object, once, before anything else
-// sees it, and
-//   - replaces each string by its canonical copy (package unique), except
-//     the few that never repeat (an object's name, UID, resourceVersion)
-//     and long ones;
-//   - replaces each small map of strings, or of resource quantities, by
-//     the first map with the same type and contents that it saw (bounded:
-//     when the table is full it starts over, so it keeps at most max maps);
+// sees it, bottom-up:
+//   - each string becomes its canonical copy (package unique), except the
+//     few that never repeat (an object's name, UID, resourceVersion) and
+//     long ones;
+//   - each small map of strings, or of resource quantities, becomes the
+//     first map of the same type and contents the table saw;
+//   - each pointer and slice becomes the first one of the same type whose
+//     memory holds the same bytes: a pod's tolerations, its ServiceAccount
+//     token volume's projections, its owner references, its containers'
+//     ports and probes. Children are shared first, so equal contents are
+//     equal bytes (a string's or child's address is its identity), and
+//     equal bytes are always equal contents. Types that hold a timestamp
+//     or an object's own metadata are not shared, only walked, nor is a
+//     value that holds a resource.Quantity (outside a map: its String
+//     caches the formatted value in place, so it is not read-only);
 //   - likewise shares the bytes of managedFields' field sets (FieldsV1):
 //     the entry a controller's create or update records is the same for
 //     every pod of a ReplicaSet (~1 KB each, kept by the watch cache).
 //
-// Slices and pointers are not shared: doing so too (filed by the bytes of
-// their contents once their children were shared) saved ~8% more of the
-// live heap at 10,000 pods for twice the walk's cost (~11 against ~5 us a
-// pod), which runs on each resource's one watch-cache and informer
-// goroutine.
+// The table is bounded: when it holds max values (or field sets' bytes
+// past a budget) it starts over; objects keep what they share.
 //
-// Sharing a map between objects is safe only where nothing mutates the
-// objects in place, which is the contract of both places Skiff uses it:
-// the watch cache hands out its objects read-only (watchers get lazy deep
-// copies, updates deep-copy the cached object first) and informer caches
-// must not be mutated by their readers (upstream runs its controllers
-// with the cache mutation detector to hold them to it). Objects on a
-// request's read-modify-write path must not go through a Table.
+// Sharing pointers and slices as well as maps doubles the walk's cost
+// (~11 against ~5 us a pod, once per watch event on the watch cache's
+// goroutine) and saves ~8% more of the live heap, which at tens of
+// thousands of pods is what the garbage collector marks in every cycle
+// (a third of the server's CPU at 18,000 pods).
+//
+// Sharing between objects is safe only where nothing mutates the objects
+// in place, which is the contract of both places Skiff uses it: the watch
+// cache hands out its objects read-only (watchers get lazy deep copies,
+// updates deep-copy the cached object first) and informer caches must not
+// be mutated by their readers (upstream runs its controllers with the
+// cache mutation detector to hold them to it). Shared slices have no
+// spare capacity, so an append to one copies. Objects on a request's
+// read-modify-write path must not go through a Table.
 package intern
 
 import (
@@ -44,7 +56,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unique"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,26 +69,26 @@ const (
 	// maxString is the longest string interned: longer ones (large
 	// annotations, last-applied configurations) rarely repeat.
 	maxString = 256
-	// maxMapLen and maxMapKey bound the maps shared (entries, and the
-	// bytes of the key the table files them under).
+	// maxMapLen bounds the maps shared (entries); maxKey the bytes a map,
+	// slice or pointer is filed under.
 	maxMapLen = 32
-	maxMapKey = 2048
+	maxKey    = 2048
 	// maxFields is the largest field set shared, fieldsBudget the most
 	// bytes of field sets the table files before it starts over.
 	maxFields    = 16 << 10
 	fieldsBudget = 4 << 20
-	// DefaultMax is the default bound on shared maps.
-	DefaultMax = 8192
+	// DefaultMax is the default bound on shared maps, slices and pointers.
+	DefaultMax = 16384
 )
 
-// Table is a set of canonical maps and the plans for walking each type. It
+// Table is a set of canonical values and the plans for walking each type. It
 // is safe for concurrent use.
 type Table struct {
 	max int
 
-	mu   sync.Mutex
-	maps map[reflect.Type]map[string]any // by type, then contents
-	n    int
+	mu     sync.Mutex
+	values map[reflect.Type]map[string]any // maps, slices, pointers: by type, then contents
+	n      int
 
 	// fields are filed by a hash of their bytes; a hash shared by
 	// different bytes shares nothing.
@@ -85,16 +99,16 @@ type Table struct {
 	plans sync.Map // reflect.Type -> *node (nil: nothing to do)
 }
 
-// New returns a table that keeps at most max shared maps (DefaultMax if
+// New returns a table that keeps at most max shared values (DefaultMax if
 // max <= 0).
 func New(max int) *Table {
 	if max <= 0 {
 		max = DefaultMax
 	}
-	return &Table{max: max, maps: map[reflect.Type]map[string]any{}, seed: maphash.MakeSeed(), fields: map[uint64][]byte{}}
+	return &Table{max: max, values: map[reflect.Type]map[string]any{}, seed: maphash.MakeSeed(), fields: map[uint64][]byte{}}
 }
 
-// Len returns how many shared maps the table holds.
+// Len returns how many shared maps, slices and pointers the table holds.
 func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -121,16 +135,22 @@ const (
 	kStruct
 	kPointer
 	kSlice
-	kMap    // map[string-kind](string-kind | resource.Quantity): shared whole
+	kMap    // map[string-kind](string-kind | resource.Quantity): shared by contents
 	kFields // metav1.FieldsV1: its bytes shared whole
+	// kQuantity: a resource.Quantity outside a map: never shared (its
+	// String caches the formatted value in place), nor what holds it.
+	kQuantity
 )
 
 // node is the plan for walking one type: what to do with a value of it.
 type node struct {
 	kind   kind
 	fields []field // kStruct
-	elem   *node   // kPointer, kSlice
-	quant  bool    // kMap: values are resource.Quantity
+	elem   *node   // kPointer, kSlice; nil: nothing to walk inside
+	// kPointer, kSlice: share by the bytes of the pointee / elements.
+	share bool
+	size  uintptr // kPointer, kSlice: the element's size
+	quant bool    // kMap: values are resource.Quantity
 }
 
 type field struct {
@@ -142,6 +162,7 @@ var (
 	objectMetaType = reflect.TypeFor[metav1.ObjectMeta]()
 	quantityType   = reflect.TypeFor[resource.Quantity]()
 	fieldsV1Type   = reflect.TypeFor[metav1.FieldsV1]()
+	timeType       = reflect.TypeFor[time.Time]()
 )
 
 // unique per object: interning them costs a table entry and saves nothing.
@@ -151,31 +172,79 @@ func (t *Table) plan(typ reflect.Type) *node {
 	if n, ok := t.plans.Load(typ); ok {
 		return n.(*node)
 	}
-	n := build(typ, map[reflect.Type]*node{})
+	b := builder{nodes: map[reflect.Type]*node{}, volatile: map[reflect.Type]bool{}}
+	n := b.build(typ)
 	t.plans.Store(typ, n)
 	return n
 }
 
-// build returns typ's plan, or nil if values of typ hold nothing to
-// intern. inProgress breaks cycles (a recursive type keeps its plan).
-func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
-	if n, ok := inProgress[typ]; ok {
+type builder struct {
+	nodes    map[reflect.Type]*node // built or in progress (cycles)
+	volatile map[reflect.Type]bool
+}
+
+// isVolatile: values of typ hold a timestamp or an object's own metadata,
+// so they practically never repeat and are not worth a table entry.
+func (b *builder) isVolatile(typ reflect.Type) bool {
+	if v, ok := b.volatile[typ]; ok {
+		return v
+	}
+	b.volatile[typ] = false // cycles: assume not
+	v := false
+	switch typ.Kind() {
+	case reflect.Struct:
+		if typ == timeType || typ == objectMetaType {
+			v = true
+			break
+		}
+		for i := range typ.NumField() {
+			if b.isVolatile(typ.Field(i).Type) {
+				v = true
+				break
+			}
+		}
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		// Not maps: a map's values cannot be changed in place, and maps
+		// are shared by their contents.
+		v = b.isVolatile(typ.Elem())
+	}
+	b.volatile[typ] = v
+	return v
+}
+
+// scalar: a kind whose bytes are its whole value.
+func scalar(k reflect.Kind) bool {
+	switch k {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// build returns typ's plan, or nil if values of typ hold nothing to intern
+// or share.
+func (b *builder) build(typ reflect.Type) *node {
+	if n, ok := b.nodes[typ]; ok {
 		return n
 	}
 	switch typ.Kind() {
 	case reflect.String:
 		return &node{kind: kString}
 	case reflect.Pointer, reflect.Slice:
-		n := &node{kind: kPointer}
+		if typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8 {
+			return nil
+		}
+		n := &node{kind: kPointer, size: typ.Elem().Size()}
 		if typ.Kind() == reflect.Slice {
-			if typ.Elem().Kind() == reflect.Uint8 {
-				return nil
-			}
 			n.kind = kSlice
 		}
-		inProgress[typ] = n
-		if n.elem = build(typ.Elem(), inProgress); n.elem == nil {
-			delete(inProgress, typ)
+		b.nodes[typ] = n
+		n.elem = b.build(typ.Elem())
+		n.share = n.size > 0 && !b.isVolatile(typ.Elem()) &&
+			(n.elem != nil || scalar(typ.Elem().Kind()) || typ.Elem().Kind() == reflect.Struct)
+		if n.elem == nil && !n.share {
+			delete(b.nodes, typ)
 			return nil
 		}
 		return n
@@ -191,22 +260,25 @@ func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
 		}
 		return nil
 	case reflect.Struct:
-		if typ == fieldsV1Type {
+		switch typ {
+		case fieldsV1Type:
 			return &node{kind: kFields}
+		case quantityType:
+			return &node{kind: kQuantity}
 		}
 		n := &node{kind: kStruct}
-		inProgress[typ] = n
+		b.nodes[typ] = n
 		for i := range typ.NumField() {
 			f := typ.Field(i)
 			if !f.IsExported() || typ == objectMetaType && skipMetaFields[f.Name] {
 				continue
 			}
-			if fn := build(f.Type, inProgress); fn != nil {
+			if fn := b.build(f.Type); fn != nil {
 				n.fields = append(n.fields, field{index: i, node: fn})
 			}
 		}
 		if len(n.fields) == 0 {
-			delete(inProgress, typ)
+			delete(b.nodes, typ)
 			return nil
 		}
 		return n
@@ -214,36 +286,107 @@ func build(typ reflect.Type, inProgress map[reflect.Type]*node) *node {
 	return nil
 }
 
-func (t *Table) walk(v reflect.Value, n *node) {
+// walk interns and shares what v holds, bottom-up. It reports whether v
+// is novel: it holds something the table did not have (a value filed
+// just now, or one that is never shared). A novel child makes its parent
+// novel without a lookup, since no value filed before can hold the child:
+// a structure is filed once its parts are (after an object or two), and
+// values that hold something unique (a pod's own volume name) are not
+// filed at all above that part.
+func (t *Table) walk(v reflect.Value, n *node) (novel bool) {
 	switch n.kind {
 	case kString:
-		if s := v.String(); s != "" && len(s) <= maxString {
+		s := v.String()
+		if len(s) > maxString {
+			return true
+		}
+		if s != "" {
 			v.SetString(unique.Make(s).Value())
 		}
 	case kStruct:
 		for _, f := range n.fields {
-			t.walk(v.Field(f.index), f.node)
+			if t.walk(v.Field(f.index), f.node) {
+				novel = true
+			}
 		}
 	case kPointer:
-		if !v.IsNil() {
-			t.walk(v.Elem(), n.elem)
+		if v.IsNil() {
+			return false
 		}
+		if n.elem != nil && t.walk(v.Elem(), n.elem) || !n.share {
+			return true
+		}
+		return t.share(v, unsafe.Slice((*byte)(v.UnsafePointer()), n.size))
 	case kSlice:
-		for i := range v.Len() {
-			t.walk(v.Index(i), n.elem)
+		l := v.Len()
+		if l == 0 {
+			return false
 		}
+		if n.elem != nil {
+			for i := range l {
+				if t.walk(v.Index(i), n.elem) {
+					novel = true
+				}
+			}
+		}
+		if novel || !n.share || uintptr(l)*n.size > maxKey {
+			return true
+		}
+		if v.Cap() != l {
+			v.Set(v.Slice3(0, l, l))
+		}
+		return t.share(v, unsafe.Slice((*byte)(v.UnsafePointer()), uintptr(l)*n.size))
 	case kMap:
-		if v.Len() > 0 && v.Len() <= maxMapLen {
-			t.shareMap(v, n.quant)
+		if v.Len() == 0 {
+			return false
 		}
+		if v.Len() > maxMapLen {
+			return true
+		}
+		return t.shareMap(v, n.quant)
 	case kFields:
+		// Field sets are shared, but a structure holding one is not
+		// (managedFields entries hold their timestamps anyway).
 		raw := v.Field(0) // FieldsV1.Raw
 		if b := raw.Bytes(); len(b) > 0 && len(b) <= maxFields {
 			if shared := t.shareFields(b); shared != nil {
 				raw.SetBytes(shared)
 			}
 		}
+		return true
+	case kQuantity:
+		return true
 	}
+	return novel
+}
+
+// share sets v to the table's value of v's type filed under key, or files
+// v there if there is none (and reports that: v is novel).
+func (t *Table) share(v reflect.Value, key []byte) (filed bool) {
+	if len(key) > maxKey {
+		return true
+	}
+	t.mu.Lock()
+	byType := t.values[v.Type()]
+	shared, ok := byType[string(key)]
+	if !ok {
+		if t.n >= t.max {
+			clear(t.values)
+			t.n = 0
+			byType = nil
+		}
+		if byType == nil {
+			byType = map[string]any{}
+			t.values[v.Type()] = byType
+		}
+		byType[string(key)] = v.Interface()
+		t.n++
+	}
+	t.mu.Unlock()
+	if ok {
+		v.Set(reflect.ValueOf(shared))
+	}
+	return !ok
 }
 
 // shareFields returns the table's field set with b's bytes, filing b as
@@ -267,9 +410,9 @@ func (t *Table) shareFields(b []byte) []byte {
 	return nil
 }
 
-// shareMap sets v to the table's map of v's type and contents, filing v
-// as that map if there is none.
-func (t *Table) shareMap(v reflect.Value, quant bool) {
+// shareMap shares a map by its contents (a map's memory is no key); it
+// reports whether v is novel.
+func (t *Table) shareMap(v reflect.Value, quant bool) (filed bool) {
 	type entry struct {
 		k string
 		v reflect.Value
@@ -283,6 +426,7 @@ func (t *Table) shareMap(v reflect.Value, quant bool) {
 	bp := keyBuffers.Get().(*[]byte)
 	defer keyBuffers.Put(bp)
 	b := (*bp)[:0]
+	defer func() { *bp = b }()
 	for _, e := range entries {
 		b = append(append(b, e.k...), 0)
 		if quant {
@@ -291,32 +435,11 @@ func (t *Table) shareMap(v reflect.Value, quant bool) {
 		} else {
 			b = append(b, e.v.String()...)
 		}
-		if b = append(b, 0); len(b) > maxMapKey {
-			*bp = b
-			return
+		if b = append(b, 0); len(b) > maxKey {
+			return true
 		}
 	}
-	*bp = b
-	t.mu.Lock()
-	byType := t.maps[v.Type()]
-	shared, ok := byType[string(b)]
-	if !ok {
-		if t.n >= t.max {
-			clear(t.maps)
-			t.n = 0
-			byType = nil
-		}
-		if byType == nil {
-			byType = map[string]any{}
-			t.maps[v.Type()] = byType
-		}
-		byType[string(b)] = v.Interface()
-		t.n++
-	}
-	t.mu.Unlock()
-	if ok {
-		v.Set(reflect.ValueOf(shared))
-	}
+	return t.share(v, b)
 }
 
 // keyBuffers hold the keys maps are filed under while they are built.

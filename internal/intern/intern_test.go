@@ -129,6 +129,73 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 	}
 }
 
+func samePtr[T any](a, b *T) bool { return a != nil && a == b }
+func sameSlice[T any](a, b []T) bool {
+	return len(a) > 0 && len(b) > 0 && unsafe.SliceData(a) == unsafe.SliceData(b)
+}
+
+func TestObjectSharesPointersAndSlices(t *testing.T) {
+	tab := intern.New(0)
+	mk := func(name, cpu string) *v1.Pod {
+		p := decoded(t, name, map[string]string{"app": "web"}, cpu)
+		p.Spec.Volumes = append(p.Spec.Volumes, v1.Volume{Name: "scratch", VolumeSource: v1.VolumeSource{
+			EmptyDir: &v1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Gi"))}}})
+		b, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := &v1.Pod{}
+		if err := out.Unmarshal(b); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// A structure is filed once its parts were: the first pods seen file
+	// the parts, the later ones share the structures.
+	for _, cpu := range []string{"10m", "10m", "20m", "20m"} {
+		tab.Object(mk("warm", cpu))
+	}
+	a, b, c := mk("a", "10m"), mk("b", "10m"), mk("c", "20m")
+	want := []*v1.Pod{a.DeepCopy(), b.DeepCopy(), c.DeepCopy()}
+	for _, p := range []*v1.Pod{a, b, c} {
+		tab.Object(p)
+	}
+	for i, p := range []*v1.Pod{a, b, c} {
+		if !reflect.DeepEqual(p, want[i]) {
+			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
+		}
+	}
+	for _, s := range []struct {
+		what   string
+		shared bool
+		want   bool
+	}{
+		{"tolerations", sameSlice(a.Spec.Tolerations, c.Spec.Tolerations), true},
+		{"toleration seconds", samePtr(a.Spec.Tolerations[0].TolerationSeconds, c.Spec.Tolerations[1].TolerationSeconds), true},
+		{"token volume projection", samePtr(a.Spec.Volumes[0].Projected, c.Spec.Volumes[0].Projected), true},
+		{"owner references", sameSlice(a.OwnerReferences, b.OwnerReferences), true},
+		{"grace period", samePtr(a.Spec.TerminationGracePeriodSeconds, c.Spec.TerminationGracePeriodSeconds), true},
+		{"containers, same requests", sameSlice(a.Spec.Containers, b.Spec.Containers), true},
+		{"containers, other requests", sameSlice(a.Spec.Containers, c.Spec.Containers), false},
+		{"volumes (each pod's own token volume name)", sameSlice(a.Spec.Volumes, b.Spec.Volumes), false},
+		{"conditions (timestamps)", sameSlice(a.Status.Conditions, b.Status.Conditions), false},
+		{"managedFields (timestamps)", sameSlice(a.ManagedFields, b.ManagedFields), false},
+		{"a quantity behind a pointer (its String caches in place)", samePtr(a.Spec.Volumes[1].EmptyDir, b.Spec.Volumes[1].EmptyDir), false},
+	} {
+		if s.shared != s.want {
+			t.Errorf("%s: shared %v, want %v", s.what, s.shared, s.want)
+		}
+	}
+	// A shared slice has no spare room: appending to one pod's copies.
+	if cap(a.Spec.Tolerations) != len(a.Spec.Tolerations) {
+		t.Fatalf("shared slice has cap %d, len %d", cap(a.Spec.Tolerations), len(a.Spec.Tolerations))
+	}
+	a.Spec.Tolerations = append(a.Spec.Tolerations, v1.Toleration{Key: "extra"})
+	if len(c.Spec.Tolerations) != 2 || c.Spec.Tolerations[1].Key != "node.kubernetes.io/unreachable" {
+		t.Error("appending to one pod's shared tolerations changed another's")
+	}
+}
+
 func TestObjectSharesFieldSets(t *testing.T) {
 	withFields := func(raw []byte) *v1.Pod {
 		p := decoded(t, "p", nil, "10m")
