@@ -53,6 +53,13 @@ func decoded(t testing.TB, name string, labels map[string]string, cpu string) *v
 		Status: v1.PodStatus{Phase: v1.PodRunning, PodIP: "10.0.0.1", PodIPs: []v1.PodIP{{IP: "10.0.0.1"}},
 			Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue, LastTransitionTime: metav1.Time{Time: time.Unix(1700000000, 0)}}}},
 	}
+	return roundTrip(t, p)
+}
+
+// roundTrip returns p as a decoder would: every string, map, slice and
+// pointer its own allocation.
+func roundTrip(t testing.TB, p *v1.Pod) *v1.Pod {
+	t.Helper()
 	b, err := p.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +71,23 @@ func decoded(t testing.TB, name string, labels map[string]string, cpu string) *v
 	return out
 }
 
+// internUnchanged interns pods in order and fails if that changed any.
+func internUnchanged(t *testing.T, tab *intern.Table, pods ...*v1.Pod) {
+	t.Helper()
+	want := make([]*v1.Pod, len(pods))
+	for i, p := range pods {
+		want[i] = p.DeepCopy()
+	}
+	for _, p := range pods {
+		tab.Object(p)
+	}
+	for i, p := range pods {
+		if !reflect.DeepEqual(p, want[i]) {
+			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
+		}
+	}
+}
+
 func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
 func sameMap(a, b any) bool       { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
 func sameBytes(a, b []byte) bool  { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
@@ -73,15 +97,7 @@ func TestObjectSharesRepeatedValues(t *testing.T) {
 	a := decoded(t, "pod-a", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
 	b := decoded(t, "b", map[string]string{"app": "web", "pod-template-hash": "5d8f"}, "10m")
 	c := decoded(t, "c", map[string]string{"app": "db"}, "20m")
-	want := []*v1.Pod{a.DeepCopy(), b.DeepCopy(), c.DeepCopy()}
-	for _, p := range []*v1.Pod{a, b, c} {
-		tab.Object(p)
-	}
-	for i, p := range []*v1.Pod{a, b, c} {
-		if !reflect.DeepEqual(p, want[i]) {
-			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
-		}
-	}
+	internUnchanged(t, tab, a, b, c)
 	ca, cb := a.Spec.Containers[0], b.Spec.Containers[0]
 	shared := []struct {
 		what string
@@ -140,15 +156,7 @@ func TestObjectSharesPointersAndSlices(t *testing.T) {
 		p := decoded(t, name, map[string]string{"app": "web"}, cpu)
 		p.Spec.Volumes = append(p.Spec.Volumes, v1.Volume{Name: "scratch", VolumeSource: v1.VolumeSource{
 			EmptyDir: &v1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Gi"))}}})
-		b, err := p.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &v1.Pod{}
-		if err := out.Unmarshal(b); err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return roundTrip(t, p)
 	}
 	// A structure is filed once its parts were: the first pods seen file
 	// the parts, the later ones share the structures.
@@ -156,15 +164,7 @@ func TestObjectSharesPointersAndSlices(t *testing.T) {
 		tab.Object(mk("warm", cpu))
 	}
 	a, b, c := mk("a", "10m"), mk("b", "10m"), mk("c", "20m")
-	want := []*v1.Pod{a.DeepCopy(), b.DeepCopy(), c.DeepCopy()}
-	for _, p := range []*v1.Pod{a, b, c} {
-		tab.Object(p)
-	}
-	for i, p := range []*v1.Pod{a, b, c} {
-		if !reflect.DeepEqual(p, want[i]) {
-			t.Fatalf("interning changed pod %s:\n got %+v\nwant %+v", p.Name, p, want[i])
-		}
-	}
+	internUnchanged(t, tab, a, b, c)
 	for _, s := range []struct {
 		what   string
 		shared bool
