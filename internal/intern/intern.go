@@ -12,7 +12,7 @@
 //
 // Table.Object walks a freshly decoded object, once, before anything else
 // sees it, bottom-up:
-//   - each string becomes its canonical copy (package unique), except the
+//   - each string becomes its canonical copy (the table's), except the
 //     few that never repeat (an object's name, UID, resourceVersion) and
 //     long ones;
 //   - each small map of strings, or of resource quantities, becomes the
@@ -51,13 +51,13 @@ package intern
 
 import (
 	"bytes"
+	"encoding/binary"
 	"hash/maphash"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unique"
 	"unsafe"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -77,6 +77,10 @@ const (
 	// bytes of field sets the table files before it starts over.
 	maxFields    = 16 << 10
 	fieldsBudget = 4 << 20
+	// maxStrings bounds the canonical strings the table keeps (a few
+	// MB): when full it starts over, and forgets its shared values too,
+	// which are filed by their strings' addresses.
+	maxStrings = 64 << 10
 	// DefaultMax is the default bound on shared maps, slices and pointers.
 	DefaultMax = 16384
 )
@@ -92,6 +96,13 @@ type Table struct {
 
 	// fields are filed by a hash of their bytes; a hash shared by
 	// different bytes shares nothing.
+	// strs are the canonical strings. The table keeps them itself:
+	// package unique forgets a string once no handle to it is left, at
+	// the next GC, after which the next copy of it would become a new
+	// canonical string, and values filed by the old one's address would
+	// never match again.
+	strs map[string]string
+
 	seed        maphash.Seed
 	fields      map[uint64][]byte
 	fieldsBytes int
@@ -105,7 +116,7 @@ func New(max int) *Table {
 	if max <= 0 {
 		max = DefaultMax
 	}
-	return &Table{max: max, values: map[reflect.Type]map[string]any{}, seed: maphash.MakeSeed(), fields: map[uint64][]byte{}}
+	return &Table{max: max, values: map[reflect.Type]map[string]any{}, strs: map[string]string{}, seed: maphash.MakeSeed(), fields: map[uint64][]byte{}}
 }
 
 // Len returns how many shared maps, slices and pointers the table holds.
@@ -301,7 +312,9 @@ func (t *Table) walk(v reflect.Value, n *node) (novel bool) {
 			return true
 		}
 		if s != "" {
-			v.SetString(unique.Make(s).Value())
+			if c := t.canonical(s); unsafe.StringData(c) != unsafe.StringData(s) {
+				v.SetString(c)
+			}
 		}
 	case kStruct:
 		for _, f := range n.fields {
@@ -389,6 +402,24 @@ func (t *Table) share(v reflect.Value, key []byte) (filed bool) {
 	return !ok
 }
 
+// canonical returns the table's copy of s, filing a copy of s if it has
+// none.
+func (t *Table) canonical(s string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c, ok := t.strs[s]; ok {
+		return c
+	}
+	if len(t.strs) >= maxStrings {
+		clear(t.strs)
+		clear(t.values)
+		t.n = 0
+	}
+	c := strings.Clone(s)
+	t.strs[c] = c
+	return c
+}
+
 // shareFields returns the table's field set with b's bytes, filing b as
 // that field set if there is none (then it returns nil).
 func (t *Table) shareFields(b []byte) []byte {
@@ -427,15 +458,17 @@ func (t *Table) shareMap(v reflect.Value, quant bool) (filed bool) {
 	defer keyBuffers.Put(bp)
 	b := (*bp)[:0]
 	defer func() { *bp = b }()
+	// Each string length-prefixed: keys and values may hold any byte.
+	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
 	for _, e := range entries {
-		b = append(append(b, e.k...), 0)
+		b = str(b, e.k)
 		if quant {
 			q := e.v.Interface().(resource.Quantity)
-			b = append(append(append(b, q.String()...), 0), q.Format...)
+			b = str(str(b, q.String()), string(q.Format))
 		} else {
-			b = append(b, e.v.String()...)
+			b = str(b, e.v.String())
 		}
-		if b = append(b, 0); len(b) > maxKey {
+		if len(b) > maxKey {
 			return true
 		}
 	}

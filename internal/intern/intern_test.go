@@ -3,6 +3,7 @@ package intern_test
 import (
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -155,7 +156,7 @@ func TestObjectSharesPointersAndSlices(t *testing.T) {
 	mk := func(name, cpu string) *v1.Pod {
 		p := decoded(t, name, map[string]string{"app": "web"}, cpu)
 		p.Spec.Volumes = append(p.Spec.Volumes, v1.Volume{Name: "scratch", VolumeSource: v1.VolumeSource{
-			EmptyDir: &v1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Gi"))}}})
+			EmptyDir: &v1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))}}})
 		return roundTrip(t, p)
 	}
 	// A structure is filed once its parts were: the first pods seen file
@@ -186,6 +187,29 @@ func TestObjectSharesPointersAndSlices(t *testing.T) {
 			t.Errorf("%s: shared %v, want %v", s.what, s.shared, s.want)
 		}
 	}
+	// A pod that differs only in a number shares neither the slice nor
+	// the pointer holding it.
+	d := mk("d", "10m")
+	d.Spec.Tolerations[1].TolerationSeconds = ptr.To[int64](301)
+	d = roundTrip(t, d)
+	internUnchanged(t, tab, d)
+	if sameSlice(a.Spec.Tolerations, d.Spec.Tolerations) || samePtr(a.Spec.Tolerations[1].TolerationSeconds, d.Spec.Tolerations[1].TolerationSeconds) {
+		t.Error("tolerations with other seconds shared")
+	}
+	if !samePtr(a.Spec.Tolerations[0].TolerationSeconds, d.Spec.Tolerations[0].TolerationSeconds) {
+		t.Error("equal toleration seconds not shared")
+	}
+
+	// Sharing outlasts garbage collections: the table keeps its strings,
+	// so a pod decoded after one still matches what was filed before.
+	runtime.GC()
+	runtime.GC()
+	e := mk("e", "10m")
+	internUnchanged(t, tab, e)
+	if !sameString(a.Namespace, e.Namespace) || !sameSlice(a.Spec.Tolerations, e.Spec.Tolerations) || !samePtr(a.Spec.Volumes[0].Projected, e.Spec.Volumes[0].Projected) {
+		t.Error("a pod decoded after a GC does not share with those before it")
+	}
+
 	// A shared slice has no spare room: appending to one pod's copies.
 	if cap(a.Spec.Tolerations) != len(a.Spec.Tolerations) {
 		t.Fatalf("shared slice has cap %d, len %d", cap(a.Spec.Tolerations), len(a.Spec.Tolerations))
@@ -193,6 +217,19 @@ func TestObjectSharesPointersAndSlices(t *testing.T) {
 	a.Spec.Tolerations = append(a.Spec.Tolerations, v1.Toleration{Key: "extra"})
 	if len(c.Spec.Tolerations) != 2 || c.Spec.Tolerations[1].Key != "node.kubernetes.io/unreachable" {
 		t.Error("appending to one pod's shared tolerations changed another's")
+	}
+}
+
+func TestObjectMapsWithAnyBytes(t *testing.T) {
+	// Map keys and values may hold any byte, NUL included: a map whose
+	// one value spells out another map's entries is not that map.
+	tab := intern.New(0)
+	a := decoded(t, "a", map[string]string{"a": "x", "b": "y"}, "10m")
+	b := decoded(t, "b", map[string]string{"a": "x\x00b\x00y"}, "10m")
+	c := decoded(t, "c", map[string]string{"a": "x\x00b\x00y\x00"}, "10m")
+	internUnchanged(t, tab, a, b, c)
+	if sameMap(a.Labels, b.Labels) || sameMap(b.Labels, c.Labels) {
+		t.Error("maps with different contents shared")
 	}
 }
 
