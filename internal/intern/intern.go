@@ -33,11 +33,11 @@
 // The table is bounded: when it holds max values (or field sets' bytes
 // past a budget) it starts over; objects keep what they share.
 //
-// Sharing pointers and slices as well as maps doubles the walk's cost
-// (~11 against ~5 us a pod, once per watch event on the watch cache's
-// goroutine) and saves ~8% more of the live heap, which at tens of
-// thousands of pods is what the garbage collector marks in every cycle
-// (a third of the server's CPU at 18,000 pods).
+// Sharing pointers and slices as well as maps makes the walk ~20% dearer
+// (~5.4 against ~4.6 us a pod in BenchmarkObjectPod, once per watch event
+// on the watch cache's goroutine) and saves ~8% more of the live heap,
+// which at tens of thousands of pods is what the garbage collector marks
+// in every cycle (a third of the server's CPU at 18,000 pods).
 //
 // Sharing between objects is safe only where nothing mutates the objects
 // in place, which is the contract of both places Skiff uses it: the watch
