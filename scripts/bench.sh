@@ -44,6 +44,7 @@ log() { echo "bench: $*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mem() { awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s=%d ", $1, $2/1024}' "/proc/$1/status" | sed 's/://g'; }
 kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; } # pid field -> kB
+mem_peak() { echo "$(mem "$1") VmHWM=$(( $(kb "$1" VmHWM) / 1024 ))"; } # mem plus the peak, MB
 now_ms() { date +%s%3N; }
 # run VAR cmd...: VAR=stdout of cmd, or "FAILED (exit N)" (and the run fails at the end).
 run() {
@@ -158,7 +159,7 @@ sched_run() {
   res=$("$work/schedbench" -kubeconfig "$work/$name/kubeconfig.yaml" -label skiff "$@" 2> >(tee "$work/$name.tool.log" | grep -v 'level=WARN\|request.go' >&2)) || rc=$?
   c1=$(cpu_s "$SKIFF_PID")
   if kill -0 "$SKIFF_PID" 2>/dev/null; then
-    memline="$(mem "$SKIFF_PID") VmHWM=$(( $(kb "$SKIFF_PID" VmHWM) / 1024 ))"
+    memline=$(mem_peak "$SKIFF_PID")
   else
     wait "$SKIFF_PID" 2>/dev/null || src=$?
     died="exit status $src; $(grep -iE 'leaderelection lost|panic|fatal' "$work/$name.log" | tail -2 | tr '\n' ' ' || true)"
@@ -211,7 +212,7 @@ sched_bench() {
   sched_run sched-scale -mode scale -nodes "$snodes" -pods "$spods" -replicas "${BENCH_SCHED_REPLICAS:-300}" -timeout "$stmo"; scale=$SCHED_OUT
   if [ -n "$SKIFF_PID" ]; then
     sleep "${BENCH_SCHED_SCALE_SETTLE:-100}"
-    settled="$(mem "$SKIFF_PID") VmHWM=$(( $(kb "$SKIFF_PID" VmHWM) / 1024 ))"
+    settled=$(mem_peak "$SKIFF_PID")
   fi
   stop_skiff_sched; rm -rf "$work/sched-scale"
   summary=$(python3 - "$idle" "$tp" "$tp_big" "$startup" "$scale" "$settled" "${BENCH_SCHED_SCALE_SETTLE:-100}" <<'PY'

@@ -94,8 +94,6 @@ type Table struct {
 	values map[reflect.Type]map[string]any // maps, slices, pointers: by type, then contents
 	n      int
 
-	// fields are filed by a hash of their bytes; a hash shared by
-	// different bytes shares nothing.
 	// strs are the canonical strings. The table keeps them itself:
 	// package unique forgets a string once no handle to it is left, at
 	// the next GC, after which the next copy of it would become a new
@@ -103,6 +101,8 @@ type Table struct {
 	// never match again.
 	strs map[string]string
 
+	// fields are filed by a hash of their bytes; a hash shared by
+	// different bytes shares nothing.
 	seed        maphash.Seed
 	fields      map[uint64][]byte
 	fieldsBytes int
@@ -384,8 +384,7 @@ func (t *Table) share(v reflect.Value, key []byte) (filed bool) {
 	shared, ok := byType[string(key)]
 	if !ok {
 		if t.n >= t.max {
-			clear(t.values)
-			t.n = 0
+			t.forgetValues()
 			byType = nil
 		}
 		if byType == nil {
@@ -402,6 +401,13 @@ func (t *Table) share(v reflect.Value, key []byte) (filed bool) {
 	return !ok
 }
 
+// forgetValues starts the shared maps, slices and pointers over; t.mu is
+// held.
+func (t *Table) forgetValues() {
+	clear(t.values)
+	t.n = 0
+}
+
 // canonical returns the table's copy of s, filing a copy of s if it has
 // none.
 func (t *Table) canonical(s string) string {
@@ -412,8 +418,7 @@ func (t *Table) canonical(s string) string {
 	}
 	if len(t.strs) >= maxStrings {
 		clear(t.strs)
-		clear(t.values)
-		t.n = 0
+		t.forgetValues()
 	}
 	c := strings.Clone(s)
 	t.strs[c] = c
