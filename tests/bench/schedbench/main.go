@@ -119,6 +119,10 @@ type result struct {
 	WallS           float64  `json:"wall_s"`
 	// Server is from the server's /metrics over the measured phase.
 	Server *serverStats `json:"server,omitempty"`
+	// SLO is the API call latency SLOs as upstream defines and measures
+	// them: on the server's side, per (resource, verb) or (resource,
+	// scope), p99 over 5 minutes (see slo.go).
+	SLO *sloStats `json:"api_slo,omitempty"`
 	// SimWarnings counts the node simulator's warnings by message.
 	SimWarnings map[string]int `json:"sim_warnings,omitempty"`
 	// Incomplete says what did not finish within -timeout; the figures
@@ -723,8 +727,27 @@ func run(cfg *rest.Config, rec *recorder, r *result, mode string, nodes, pods, c
 	if err := watchPods(ctx, watchClient, b.ns, t); err != nil {
 		return err
 	}
-	before := scrape(ctx, client)
-	defer func() { r.Server = serverDelta(before, scrape(ctx, client)) }()
+	// The server's metrics are read on a connection of their own that the
+	// recorder does not time.
+	mcfg := ownConnection(cfg)
+	mcfg.WrapTransport = nil
+	metricsClient, err := kubernetes.NewForConfig(mcfg)
+	if err != nil {
+		return err
+	}
+	before := scrape(ctx, metricsClient)
+	slo := &sloSampler{}
+	slo.add(time.Now(), before)
+	sloCtx, stopSLO := context.WithCancel(ctx)
+	sloDone := make(chan struct{})
+	go func() { defer close(sloDone); slo.run(sloCtx, metricsClient, 30*time.Second) }()
+	defer func() {
+		stopSLO()
+		<-sloDone
+		after := scrape(ctx, metricsClient)
+		slo.add(time.Now(), after)
+		r.Server, r.SLO = serverDelta(before, after), slo.stats()
+	}()
 	rec.on.Store(true)
 	defer rec.on.Store(false)
 	switch mode {
