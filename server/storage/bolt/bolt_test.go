@@ -20,3 +20,17 @@ func TestConformance(t *testing.T) {
 		return be
 	})
 }
+
+// TestConformanceSmallCompactBatches runs the suite with compactions
+// deleting history two revisions per transaction, so that every
+// compaction the suite makes spans many batches.
+func TestConformanceSmallCompactBatches(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, dir string) storage.Backend {
+		be, err := bolt.Open(bolt.Config{Path: filepath.Join(dir, "state.db"), WatchWindow: 8, CompactBatch: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { be.Close() })
+		return be
+	})
+}

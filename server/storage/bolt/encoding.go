@@ -10,7 +10,8 @@ import (
 
 // On-disk layout (all integers big-endian unless varint):
 //
-//	meta:      "rev" -> current revision, "compact" -> compacted revision
+//	meta:      "rev" -> current revision, "compact" -> compacted revision,
+//	           "compactdone" -> revision up to which its history is deleted
 //	hist:      key 0x00 rev(8) -> record (one entry per version of a key)
 //	log:       rev(8) -> sequence of (uvarint len, key, uvarint prevRev)
 //	lease:     id(8) -> uvarint granted TTL
@@ -27,6 +28,9 @@ var (
 
 	metaRev     = []byte("rev")
 	metaCompact = []byte("compact")
+	// metaCompactDone: the revision up to which compacted history is
+	// deleted (compactBatch); absent in stores written before batches.
+	metaCompactDone = []byte("compactdone")
 )
 
 const (

@@ -44,6 +44,16 @@ type sloStats struct {
 	WindowS float64             `json:"window_s"`
 	Samples int                 `json:"samples"`
 	Classes map[string]sloWorst `json:"classes"`
+	// Mutating is the worst mutating pair of each window, by the window's
+	// end (seconds after the first sample), to show when it was slow.
+	Mutating []sloAt `json:"mutating_by_window,omitempty"`
+}
+
+type sloAt struct {
+	EndS  float64 `json:"end_s"`
+	Pair  string  `json:"pair"`
+	P99ms float64 `json:"p99_ms"`
+	Count float64 `json:"count"`
 }
 
 type sloWorst struct {
@@ -251,17 +261,24 @@ func (s *sloSampler) stats() *sloStats {
 		}
 		a, b := s.samples[start], s.samples[end]
 		out.WindowS = max(out.WindowS, b.at.Sub(a.at).Seconds())
+		at := sloAt{EndS: math.Round(b.at.Sub(s.samples[0].at).Seconds())}
 		for pair, hb := range b.hists {
 			v, n := quantile(sloQuantile, a.hists[pair], hb)
 			if math.IsNaN(v) {
 				continue
 			}
 			class, name, _ := strings.Cut(pair, " ")
+			if class == sloMutating && v*1000 > at.P99ms {
+				at.Pair, at.P99ms, at.Count = name, math.Round(v*1e6)/1e3, n
+			}
 			if w, ok := out.Classes[class]; ok && w.P99ms >= v*1000 {
 				continue
 			}
 			limit := sloLimits[class]
 			out.Classes[class] = sloWorst{Pair: name, P99ms: math.Round(v*1e6) / 1e3, Count: n, LimitMs: limit * 1000, Met: v <= limit}
+		}
+		if at.Pair != "" {
+			out.Mutating = append(out.Mutating, at)
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -149,6 +150,10 @@ func TestSLOSamplerWorstWindow(t *testing.T) {
 	}
 	if _, ok := st.Classes[sloCluster]; ok {
 		t.Errorf("cluster class without cluster requests: %+v", st.Classes)
+	}
+	want := []sloAt{{EndS: 120, Pair: "pods PUT", P99ms: 99, Count: 1000}, {EndS: 240, Pair: "pods PUT", P99ms: 1790, Count: 2100}, {EndS: 600, Pair: "pods PUT", P99ms: 99, Count: 8000}}
+	if !slices.Equal(st.Mutating, want) {
+		t.Errorf("mutating by window = %+v, want %+v", st.Mutating, want)
 	}
 	if st.WindowS != 360 || st.Samples != 4 {
 		t.Errorf("window %v s over %d samples, want 360 s (minutes 4-10) over 4", st.WindowS, st.Samples)

@@ -1,0 +1,134 @@
+package bolt_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-sh/skiff/server/storage"
+	"github.com/skiff-sh/skiff/server/storage/bolt"
+)
+
+// mappedKB sums the resident kB of this process's mappings of path.
+func mappedKB(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kb, in := 0, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			// A mapping's header: start-end perms offset dev inode [path].
+			in = len(fields) >= 6 && strings.Join(fields[5:], " ") == path
+			continue
+		}
+		if in && len(fields) >= 2 && fields[0] == "Rss:" {
+			n, err := strconv.Atoi(fields[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			kb += n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return kb
+}
+
+func TestReleaseMapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	const n = 2000
+	value := func(i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("value-%05d;", i)), 400) } // ~4.8 KB
+	for i := range n {
+		op := storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/things/%05d", i), Value: value(i)}
+		if _, err := be.Txn(ctx, nil, []storage.Op{op}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := func() {
+		t.Helper()
+		res, err := be.Range(ctx, []byte("/registry/things/"), []byte("/registry/things0"), storage.RangeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.KVs) != n {
+			t.Fatalf("read %d keys, want %d", len(res.KVs), n)
+		}
+		for i, kv := range res.KVs {
+			if !bytes.Equal(kv.Value, value(i)) {
+				t.Fatalf("key %s: value changed", kv.Key)
+			}
+		}
+	}
+	readAll() // maps every leaf
+	before := mappedKB(t, path)
+	if before < 4096 {
+		t.Fatalf("only %d kB of the database mapped after reading ~9 MB; the test cannot tell a release", before)
+	}
+	size, err := be.ReleaseMapped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size < int64(n)*4096 {
+		t.Errorf("ReleaseMapped covered %d bytes, want at least the data's %d", size, n*4096)
+	}
+	if after := mappedKB(t, path); after > before/10 {
+		t.Errorf("%d kB mapped after ReleaseMapped, %d before: want at most a tenth", after, before)
+	}
+	readAll() // the data is intact and maps back in
+	if again := mappedKB(t, path); again < before/2 {
+		t.Errorf("%d kB mapped after reading everything again, want about %d", again, before)
+	}
+	// Writes after a release still land and read back.
+	op := storage.Op{Type: storage.OpPut, Key: []byte("/registry/things/00000"), Value: []byte("new")}
+	if _, err := be.Txn(ctx, nil, []storage.Op{op}, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := be.Range(ctx, []byte("/registry/things/00000"), nil, storage.RangeOptions{})
+	if err != nil || len(res.KVs) != 1 || string(res.KVs[0].Value) != "new" {
+		t.Fatalf("read after write: %+v, %v", res.KVs, err)
+	}
+}
+
+// TestReleaseLoopStopsOnClose: the background release runs while the
+// backend serves and ends with Close (go test -race covers the mapping's
+// lock against concurrent reads and writes).
+func TestReleaseLoopStopsOnClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 200 {
+		op := storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "/k/%03d", i), Value: bytes.Repeat([]byte{'x'}, 2048)}
+		if _, err := be.Txn(ctx, nil, []storage.Op{op}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := be.Range(ctx, []byte("/k/"), []byte("/k0"), storage.RangeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := be.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
