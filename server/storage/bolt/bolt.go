@@ -244,8 +244,17 @@ func (b *Backend) submitJob(ctx context.Context, j *job) (*job, error) {
 	}
 	// Once queued the job will be committed or failed; wait for the outcome
 	// even if ctx ends, so a caller never mistakes a durable write for a
-	// failed one.
-	<-j.done
+	// failed one. A job queued after the writer stopped (the select above
+	// chooses at random when stop is closed too) is never run.
+	select {
+	case <-j.done:
+	case <-b.done:
+		select {
+		case <-j.done:
+		default:
+			return nil, storage.ErrClosed
+		}
+	}
 	return j, j.err
 }
 
@@ -765,8 +774,13 @@ func (b *Backend) Compact(ctx context.Context, rev int64) error {
 		b.compact = rev
 	}
 	b.mu.Unlock()
-	// Then the history it made unreachable, in batches.
-	return b.deleteCompacted(ctx)
+	// Then the history it made unreachable, in batches. The compaction
+	// has taken effect whether or not they finish: what a stop or ctx
+	// interrupts, the next compaction or Open deletes.
+	if err := b.deleteCompacted(ctx); err != nil && !errors.Is(err, storage.ErrClosed) && ctx.Err() == nil {
+		b.log.Warn("deleting compacted history failed; the next compaction retries", "rev", rev, "err", err)
+	}
+	return nil
 }
 
 // deleteCompacted deletes the history that compactions made unreachable,
@@ -852,7 +866,9 @@ func compactBatch(tx *bolt.Tx, limit int) (finished bool, err error) {
 	n := 0
 	for k, v := c.Seek(revBytes(from)); k != nil && getInt(k) <= to; k, v = c.Next() {
 		r := getInt(k)
-		if n == limit {
+		if n >= limit && r < to {
+			// The entry at to itself always goes with the batch
+			// before it: finishing records to as done.
 			next = r
 			break
 		}

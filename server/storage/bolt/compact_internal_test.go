@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -146,5 +147,80 @@ func TestCompactLegacyStore(t *testing.T) {
 	}
 	if h, l := histAndLogKeys(t, b); h != 5 || l != 1 {
 		t.Errorf("after the second compaction: %d versions, %d log entries; want 5 and 1", h, l)
+	}
+}
+
+// TestCompactBatchBoundaries: whatever the batch size, including one that
+// ends exactly at the compacted revision, a compaction leaves one version
+// per key and the log entry at the compacted revision.
+func TestCompactBatchBoundaries(t *testing.T) {
+	const keys, versions = 3, 3
+	for limit := 1; limit <= keys*versions+1; limit++ {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, CompactBatch: limit, ReleaseInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			last := putN(t, b, keys, versions)
+			if err := b.Compact(context.Background(), last); err != nil {
+				t.Fatal(err)
+			}
+			if h, l := histAndLogKeys(t, b); h != keys || l != 1 {
+				t.Errorf("batches of %d: %d versions, %d log entries; want %d and 1", limit, h, l, keys)
+			}
+		})
+	}
+}
+
+// TestCompactReturnsOnClose: a compaction cut short by Close returns (a
+// job queued after the writer stopped fails instead of waiting for ever):
+// nil once the compacted revision is recorded, whose history the next
+// Open then deletes, ErrClosed before that.
+func TestCompactReturnsOnClose(t *testing.T) {
+	for i := range 20 {
+		path := filepath.Join(t.TempDir(), "state.db")
+		b, err := Open(Config{Path: path, NoSync: true, CompactBatch: 1, ReleaseInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := putN(t, b, 10, 30)
+		done := make(chan error, 1)
+		go func() { done <- b.Compact(context.Background(), last) }()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var compactErr error
+		select {
+		case compactErr = <-done:
+			if compactErr != nil && !errors.Is(compactErr, storage.ErrClosed) {
+				t.Fatalf("Compact cut short by Close: %v", compactErr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Compact did not return after Close")
+		}
+		b, err = Open(Config{Path: path, NoSync: true, ReleaseInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 300 // versions
+		if b.CompactRevision() == last {
+			want = 10
+		} else if compactErr == nil {
+			t.Fatalf("Compact returned nil, but the compacted revision is %d, not %d", b.CompactRevision(), last)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			h, _ := histAndLogKeys(t, b)
+			if h == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d versions after reopening, want %d", h, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.Close()
 	}
 }

@@ -1,7 +1,11 @@
 package bolt
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,24 +27,60 @@ import (
 // returns how many bytes of the mapping it covered.
 func (b *Backend) ReleaseMapped() (int64, error) {
 	// An open read transaction holds bbolt's mapping lock, so the
-	// mapping cannot be replaced (and its address reused) meanwhile.
+	// mapping cannot be replaced (and its address reused) meanwhile. Its
+	// bounds come from the kernel, not from the database's page count:
+	// bbolt opens a file shorter than its header says (a partial copy),
+	// and a range past the mapping could reach other memory.
 	tx, err := b.db.Begin(false)
 	if err != nil {
 		return 0, fmt.Errorf("bolt: release mapped pages: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	// Every page below the transaction's size is inside the mapping (bbolt
-	// maps at least as far as it allocates); pages past it that a newer
-	// transaction has read go at the next call.
-	start, size := b.db.Info().Data, tx.Size()
-	if size <= 0 {
-		return 0, nil
+	start := b.db.Info().Data
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, fmt.Errorf("bolt: release mapped pages: %w", err)
+	}
+	end, err := mappingEnd(maps, start)
+	if err != nil {
+		return 0, fmt.Errorf("bolt: release mapped pages: %w", err)
 	}
 	// The raw system call: the range is the file's mapping, not Go memory.
-	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, uintptr(size), unix.MADV_DONTNEED); errno != 0 {
-		return 0, fmt.Errorf("bolt: madvise %#x+%d: %w", start, size, errno)
+	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED); errno != 0 {
+		return 0, fmt.Errorf("bolt: madvise %#x-%#x: %w", start, end, errno)
 	}
-	return size, nil
+	return int64(end - start), nil
+}
+
+// mappingEnd returns the end of the shared, read-only file mapping that
+// starts at start in a /proc/PID/maps listing. (The mapping is as long as
+// bbolt chose to map, which can be more than the database's pages: the
+// kernel also maps cached pages around each one read.)
+func mappingEnd(maps []byte, start uintptr) (uintptr, error) {
+	for line := range bytes.Lines(maps) {
+		// start-end perms offset dev inode path
+		f := strings.Fields(string(line))
+		if len(f) < 6 {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		s, err := strconv.ParseUint(lo, 16, 64)
+		if err != nil || uintptr(s) != start {
+			continue
+		}
+		e, err := strconv.ParseUint(hi, 16, 64)
+		if err != nil || e <= s {
+			return 0, fmt.Errorf("malformed maps line %q", line)
+		}
+		if f[1] != "r--s" {
+			return 0, fmt.Errorf("mapping at %#x is %s, not a read-only shared file mapping", start, f[1])
+		}
+		return uintptr(e), nil
+	}
+	return 0, fmt.Errorf("no mapping starts at %#x", start)
 }
 
 // releaseLoop calls ReleaseMapped every interval until the backend closes.
