@@ -738,9 +738,10 @@ func evalCompare(c *bolt.Cursor, cmp storage.Compare, rev int64) (bool, error) {
 }
 
 // Compact removes versions superseded at or before rev, and the write log
-// before rev. Reads at rev and later are unaffected. It returns once the
-// history is deleted; reads and watches before rev fail as compacted from
-// the moment the deletion starts.
+// before rev. Reads at rev and later are unaffected. Reads and watches
+// before rev fail as compacted from the moment the deletion starts; it
+// returns once the history is deleted, or once a stop or ctx interrupts
+// the deletion, which the next compaction or Open then finishes.
 func (b *Backend) Compact(ctx context.Context, rev int64) error {
 	cur, compact := b.CurrentRevision(), b.CompactRevision()
 	if rev > cur {
@@ -775,11 +776,8 @@ func (b *Backend) Compact(ctx context.Context, rev int64) error {
 	}
 	b.mu.Unlock()
 	// Then the history it made unreachable, in batches. The compaction
-	// has taken effect whether or not they finish: what a stop or ctx
-	// interrupts, the next compaction or Open deletes.
-	if err := b.deleteCompacted(ctx); err != nil && !errors.Is(err, storage.ErrClosed) && ctx.Err() == nil {
-		b.log.Warn("deleting compacted history failed; the next compaction retries", "rev", rev, "err", err)
-	}
+	// has taken effect whether or not they finish.
+	b.deleteCompacted(ctx)
 	return nil
 }
 
@@ -789,9 +787,9 @@ func (b *Backend) Compact(ctx context.Context, rev int64) error {
 // behind one batch at a time instead of the whole compaction: deleting
 // the ~140,000 versions a 30,000-pod run leaves took ~1 s as one
 // transaction on an idle host, and every write queued for that long.
-// What is left when the store closes meanwhile is deleted after the next
-// Open (resumeCompaction).
-func (b *Backend) deleteCompacted(ctx context.Context) error {
+// What is left when the store closes or ctx ends meanwhile is deleted by
+// the next compaction or after the next Open (resumeCompaction).
+func (b *Backend) deleteCompacted(ctx context.Context) {
 	b.compactMu.Lock()
 	defer b.compactMu.Unlock()
 	for {
@@ -802,7 +800,10 @@ func (b *Backend) deleteCompacted(ctx context.Context) error {
 			return false, nil, err
 		})
 		if err != nil {
-			return err
+			if !errors.Is(err, storage.ErrClosed) && ctx.Err() == nil {
+				b.log.Warn("deleting compacted history failed; the next compaction retries", "err", err)
+			}
+			return
 		}
 		if finished {
 			break
@@ -813,7 +814,6 @@ func (b *Backend) deleteCompacted(ctx context.Context) error {
 	if _, err := b.ReleaseMapped(); err != nil {
 		b.log.Debug("releasing mapped pages after a compaction", "err", err)
 	}
-	return nil
 }
 
 // resumeCompaction finishes, after Open, deleting what a compaction
@@ -826,20 +826,9 @@ func (b *Backend) resumeCompaction() {
 		pending = done != nil && getInt(done) < getInt(meta.Get(metaCompact))
 		return nil
 	})
-	if !pending {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-b.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	if err := b.deleteCompacted(ctx); err != nil && !errors.Is(err, storage.ErrClosed) && ctx.Err() == nil {
-		b.log.Warn("deleting compacted history failed; the next compaction retries", "err", err)
+	if pending {
+		// Close ends it: a job submitted after stop fails ErrClosed.
+		b.deleteCompacted(context.Background())
 	}
 }
 
