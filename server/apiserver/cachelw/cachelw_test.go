@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	goruntime "runtime"
 	"sync"
 	"testing"
@@ -266,14 +267,14 @@ func TestWatchEnds(t *testing.T) {
 					close(stopC)
 				}
 			}()
-			before := goruntime.NumGoroutine()
+			before := goroutines()
 			w, err := x.lw.WatchWithContext(wait.ContextForChannel(stopC), tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// The watch cache's watcher and ours; none waits for stopC.
-			if n := goruntime.NumGoroutine() - before; n > 2 {
-				t.Errorf("a watch started %d goroutines, want 2", n)
+			if started := startedHere(before, goroutines()); len(started) > 2 {
+				t.Errorf("a watch started %d goroutines, want 2:\n%s", len(started), strings.Join(started, "\n\n"))
 			}
 			if tc.stop {
 				w.Stop()
@@ -292,6 +293,43 @@ func TestWatchEnds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goroutines returns the stacks of all live goroutines by their headers'
+// IDs.
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := goruntime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	all := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if id, _, ok := strings.Cut(strings.TrimPrefix(g, "goroutine "), " "); ok {
+			all[id] = g
+		}
+	}
+	return all
+}
+
+// startedHere returns the stacks of the goroutines in after, not in
+// before, that the calling goroutine created: the ones a synchronous call
+// started, not the ones that timers and background loops of the fixture
+// happened to start meanwhile.
+func startedHere(before, after map[string]string) []string {
+	self := make([]byte, 64)
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(self[:goruntime.Stack(self, false)]), "goroutine "), " ")
+	var started []string
+	for gid, stack := range after {
+		if _, old := before[gid]; !old && strings.Contains(stack, " in goroutine "+id+"\n") {
+			started = append(started, stack)
+		}
+	}
+	return started
 }
 
 // TestInformer: a client-go informer on the ListerWatcher follows the
