@@ -72,7 +72,7 @@ type Backend struct {
 	rev       int64 // committed and published revision
 	compact   int64
 	ring      []revEvents // events of the last WatchWindow revisions, ascending
-	notify    chan struct{}
+	watchers  map[*watcher]struct{}
 	leases    map[int64]*lease
 	closedErr error
 
@@ -152,8 +152,8 @@ func Open(cfg Config) (*Backend, error) {
 		jobs:   make(chan *job, cfg.MaxBatch),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
-		notify: make(chan struct{}),
-		leases: map[int64]*lease{},
+		watchers: map[*watcher]struct{}{},
+		leases:   map[int64]*lease{},
 		pace:   commitPacer{avg: 256},
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -200,8 +200,9 @@ func (b *Backend) Close() error {
 		<-b.done
 		b.mu.Lock()
 		b.closedErr = storage.ErrClosed
-		close(b.notify)
-		b.notify = make(chan struct{})
+		for w := range b.watchers {
+			w.wakeUp()
+		}
 		b.mu.Unlock()
 		err = b.db.Close()
 	})
@@ -401,10 +402,25 @@ func (b *Backend) publish(batch []*job, rev int64) {
 		}
 		b.ring = b.ring[:n]
 	}
-	if rev != b.rev {
-		b.rev = rev
-		close(b.notify)
-		b.notify = make(chan struct{})
+	if rev == b.rev {
+		return
+	}
+	b.rev = rev
+	// As etcd's watchableStore notifies only the watchers an event is for:
+	// a commit wakes the parked watchers with a matching event and moves
+	// the others past it, instead of every watcher of every resource
+	// waking to scan the ring for nothing.
+	for w := range b.watchers {
+		from := w.parked.Load()
+		if from <= 0 {
+			continue // running or already woken: it reads the ring itself
+		}
+		if w.matchesAny(batch, from) {
+			w.parked.CompareAndSwap(from, -from) // woken: not to be moved on
+			w.wakeUp()
+		} else {
+			w.parked.CompareAndSwap(from, rev+1)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -21,6 +22,14 @@ type watcher struct {
 	ch         chan storage.WatchBatch
 	progress   chan struct{}
 	cancel     context.CancelFunc
+	// parked is, while the watcher waits with everything published
+	// delivered, the next revision it wants; once publish has woken it for
+	// an event, minus that; else 0. eventsSince parks it (under the
+	// backend's read lock); publish (under its write lock) either wakes it,
+	// when the commit has an event for it, or moves parked past the commit;
+	// the watcher unparks itself when it wakes.
+	parked atomic.Int64
+	wake   chan struct{} // holds one wake-up for a parked watcher
 	mu         sync.Mutex
 	err        error
 	closedOnce sync.Once
@@ -47,9 +56,45 @@ func (b *Backend) Watch(ctx context.Context, key, end []byte, startRev int64, pr
 		return nil, storage.ErrCompacted
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	w := &watcher{b: b, key: bytes.Clone(key), end: bytes.Clone(end), prevKV: prevKV, ch: make(chan storage.WatchBatch, 16), progress: make(chan struct{}, 1), cancel: cancel}
+	w := &watcher{b: b, key: bytes.Clone(key), end: bytes.Clone(end), prevKV: prevKV, ch: make(chan storage.WatchBatch, 16),
+		progress: make(chan struct{}, 1), wake: make(chan struct{}, 1), cancel: cancel}
+	b.mu.Lock()
+	b.watchers[w] = struct{}{}
+	b.mu.Unlock()
 	go w.run(ctx, startRev)
 	return w, nil
+}
+
+// wakeUp makes the watcher's next wait return.
+func (w *watcher) wakeUp() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// unpark takes the watcher out of publish's hands and returns the next
+// revision it wants: next, or later if publish moved it past commits
+// without an event for it.
+func (w *watcher) unpark(next int64) int64 {
+	p := w.parked.Swap(0)
+	return max(next, p, -p)
+}
+
+// matchesAny reports whether a job of batch wrote an event at revision
+// from or later for the watcher.
+func (w *watcher) matchesAny(batch []*job, from int64) bool {
+	for _, j := range batch {
+		if !j.wrote || j.rev < from {
+			continue
+		}
+		for _, ev := range j.events {
+			if w.matches(ev.KV.Key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (w *watcher) Events() <-chan storage.WatchBatch { return w.ch }
@@ -81,6 +126,11 @@ func (w *watcher) matches(key []byte) bool {
 
 func (w *watcher) run(ctx context.Context, next int64) {
 	defer close(w.ch)
+	defer func() {
+		w.b.mu.Lock()
+		delete(w.b.watchers, w)
+		w.b.mu.Unlock()
+	}()
 	progressDue := false
 	for {
 		batch, n, wait, err := w.b.eventsSince(next, w)
@@ -105,6 +155,7 @@ func (w *watcher) run(ctx context.Context, next int64) {
 		// Caught up: everything below next has been delivered.
 		if progressDue {
 			progressDue = false
+			next = w.unpark(next)
 			select {
 			case w.ch <- storage.WatchBatch{Revision: next - 1}:
 			case <-ctx.Done():
@@ -119,22 +170,26 @@ func (w *watcher) run(ctx context.Context, next int64) {
 		case <-ctx.Done():
 			return
 		}
+		next = w.unpark(next)
 	}
 }
 
 // eventsSince returns matching events with revisions >= from, the next
-// revision to ask for, and, when nothing is pending, a channel closed on the
-// next publish.
+// revision to ask for, and, when nothing is pending, the channel that wakes
+// the watcher, parked, when a commit has an event for it.
 func (b *Backend) eventsSince(from int64, w *watcher) ([]storage.Event, int64, <-chan struct{}, error) {
 	b.mu.RLock()
 	if b.closedErr != nil {
 		b.mu.RUnlock()
 		return nil, from, nil, b.closedErr
 	}
-	published, notify := b.rev, b.notify
+	published := b.rev
 	if from > published {
+		// Only this watcher's goroutine parks it, and publish, which moves
+		// it, cannot run meanwhile.
+		w.parked.Store(from)
 		b.mu.RUnlock()
-		return nil, from, notify, nil
+		return nil, from, w.wake, nil
 	}
 	if len(b.ring) > 0 && from >= b.ring[0].rev {
 		i := sort.Search(len(b.ring), func(i int) bool { return b.ring[i].rev >= from })
