@@ -146,15 +146,15 @@ func Open(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", cfg.Path, err)
 	}
 	b := &Backend{
-		db:     db,
-		cfg:    cfg,
-		log:    cfg.Logger,
-		jobs:   make(chan *job, cfg.MaxBatch),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		db:       db,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		jobs:     make(chan *job, cfg.MaxBatch),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 		watchers: map[*watcher]struct{}{},
 		leases:   map[int64]*lease{},
-		pace:   commitPacer{avg: 256},
+		pace:     commitPacer{avg: 256},
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketHist, bucketLog, bucketLease, bucketLeaseKeys} {

@@ -16,20 +16,20 @@ import (
 const maxWatchBatch = 1000
 
 type watcher struct {
-	b          *Backend
-	key, end   []byte
-	prevKV     bool
-	ch         chan storage.WatchBatch
-	progress   chan struct{}
-	cancel     context.CancelFunc
+	b        *Backend
+	key, end []byte
+	prevKV   bool
+	ch       chan storage.WatchBatch
+	progress chan struct{}
+	cancel   context.CancelFunc
 	// parked is, while the watcher waits with everything published
 	// delivered, the next revision it wants; once publish has woken it for
 	// an event, minus that; else 0. eventsSince parks it (under the
 	// backend's read lock); publish (under its write lock) either wakes it,
 	// when the commit has an event for it, or moves parked past the commit;
 	// the watcher unparks itself when it wakes.
-	parked atomic.Int64
-	wake   chan struct{} // holds one wake-up for a parked watcher
+	parked     atomic.Int64
+	wake       chan struct{} // holds one wake-up for a parked watcher
 	mu         sync.Mutex
 	err        error
 	closedOnce sync.Once
