@@ -418,7 +418,7 @@ func (b *Backend) publish(batch []*job, rev int64) {
 		if w.matchesAny(batch, from) {
 			w.parked.CompareAndSwap(from, -from) // woken: not to be moved on
 			w.wakeUp()
-		} else {
+		} else if rev >= from {
 			w.parked.CompareAndSwap(from, rev+1)
 		}
 	}

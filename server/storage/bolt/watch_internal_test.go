@@ -100,4 +100,11 @@ func TestPublishKeepsAWokenWatchersRevision(t *testing.T) {
 	if w.parked.Load() != 0 {
 		t.Fatal("unpark left the watcher parked")
 	}
+
+	// A watch from a future revision is not moved back.
+	w.parked.Store(100)
+	b.publish([]*job{put(13, "/b/3")}, 13)
+	if got := w.parked.Load(); got != 100 {
+		t.Fatalf("a watcher parked at 100 was moved to %d by the commit of 13", got)
+	}
 }
