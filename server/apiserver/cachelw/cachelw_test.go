@@ -295,8 +295,7 @@ func TestWatchEnds(t *testing.T) {
 	}
 }
 
-// goroutines returns the stacks of all live goroutines by their headers'
-// IDs.
+// goroutines returns the stacks of all live goroutines by their IDs.
 func goroutines() map[string]string {
 	buf := make([]byte, 1<<20)
 	for {
