@@ -75,6 +75,8 @@ type Backend struct {
 	watchers  map[*watcher]struct{}
 	leases    map[int64]*lease
 	closedErr error
+	counts    []*countRange // count-only ranges kept up to date (count.go)
+	countUses atomic.Int64
 
 	compactMu sync.Mutex // one compaction deletes history at a time
 
@@ -392,6 +394,7 @@ func (b *Backend) publish(batch []*job, rev int64) {
 	for _, j := range batch {
 		if j.wrote {
 			b.ring = append(b.ring, revEvents{rev: j.rev, events: j.events})
+			b.countEvents(j.events)
 		}
 	}
 	if over := len(b.ring) - b.cfg.WatchWindow; over > 0 {
@@ -429,6 +432,12 @@ func (b *Backend) Range(ctx context.Context, key, end []byte, opts storage.Range
 	if err := ctx.Err(); err != nil {
 		return storage.RangeResult{}, err
 	}
+	count := countable(key, end, opts)
+	if count {
+		if res, ok := b.cachedCount(key, end, opts); ok {
+			return res, nil
+		}
+	}
 	var res storage.RangeResult
 	err := b.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -437,6 +446,9 @@ func (b *Backend) Range(ctx context.Context, key, end []byte, opts storage.Range
 		res, err = rangeTx(tx, key, end, opts, cur, compact)
 		return err
 	})
+	if count && err == nil && (opts.Revision <= 0 || opts.Revision == res.Revision) {
+		b.keepCount(key, end, res.Count, res.Revision)
+	}
 	return res, err
 }
 

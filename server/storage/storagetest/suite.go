@@ -30,6 +30,7 @@ func Run(t *testing.T, open Opener) {
 		{"TxnCompares", testTxnCompares},
 		{"RangeAtRevision", testRangeAtRevision},
 		{"RangeLimitCount", testRangeLimitCount},
+		{"CountFollowsWrites", testCountFollowsWrites},
 		{"FutureRevision", testFutureRevision},
 		{"WatchResume", testWatchResume},
 		{"WatchPrevKVAndDelete", testWatchPrevKV},
@@ -216,6 +217,126 @@ func testRangeLimitCount(t *testing.T, open Opener) {
 	res, err = be.Range(context.Background(), []byte("/l/"), storage.PrefixEnd([]byte("/l/")), storage.RangeOptions{KeysOnly: true})
 	if err != nil || len(res.KVs) != 10 || res.KVs[0].Value != nil {
 		t.Fatalf("keys only: %+v %v", res, err)
+	}
+}
+
+// testCountFollowsWrites asks for the same counts again and again while
+// writes change them (a backend may keep counts it was asked for before):
+// creates, updates, deletes of present and absent keys, a delete range, a
+// lease expiring, a reopen, and counts at earlier revisions.
+func testCountFollowsWrites(t *testing.T, open Opener) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be := open(t, dir)
+	type span struct{ key, end string }
+	spans := []span{
+		{"/c/", "/c0"},           // one resource's prefix
+		{"/c/a/", "/c/a0"},       // one namespace in it
+		{"/c/b", "/c/c"},         // a range inside it
+		{"/c/", "\x00"},          // from a key to the end of the keyspace
+		{"/c/a/k03", "/c/a/k06"}, // a few keys
+	}
+	live := map[string]bool{}
+	want := func(sp span) int64 {
+		var n int64
+		for k := range live {
+			if k >= sp.key && (sp.end == "\x00" || k < sp.end) {
+				n++
+			}
+		}
+		return n
+	}
+	type at struct {
+		rev   int64
+		count []int64
+	}
+	var history []at
+	check := func(step string) {
+		t.Helper()
+		var counts []int64
+		var rev int64
+		for _, sp := range spans {
+			for range 2 { // the second ask may be answered from a kept count
+				res, err := be.Range(ctx, []byte(sp.key), []byte(sp.end), storage.RangeOptions{CountOnly: true})
+				if err != nil {
+					t.Fatalf("%s: count [%s, %q): %v", step, sp.key, sp.end, err)
+				}
+				if res.Count != want(sp) || len(res.KVs) != 0 {
+					t.Fatalf("%s: count [%s, %q) = %d (%d KVs), want %d", step, sp.key, sp.end, res.Count, len(res.KVs), want(sp))
+				}
+				rev = res.Revision
+			}
+			counts = append(counts, want(sp))
+		}
+		history = append(history, at{rev, counts})
+	}
+	check("empty")
+	for i := range 10 {
+		for _, ns := range []string{"a", "b"} {
+			k := fmt.Sprintf("/c/%s/k%02d", ns, i)
+			put(t, be, k, "v1")
+			live[k] = true
+		}
+	}
+	put(t, be, "/d/outside", "v") // in the range to the end only
+	live["/d/outside"] = true
+	check("after creates")
+	put(t, be, "/c/a/k01", "v2")
+	put(t, be, "/c/b/k02", "v2")
+	check("after updates")
+	del(t, be, "/c/a/k04")
+	delete(live, "/c/a/k04")
+	del(t, be, "/c/a/absent")
+	check("after deletes")
+	if _, err := be.Txn(ctx, nil, []storage.Op{{Type: storage.OpDelete, Key: []byte("/c/b/k05"), End: []byte("/c/b/k08")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"/c/b/k05", "/c/b/k06", "/c/b/k07"} {
+		delete(live, k)
+	}
+	check("after a delete range")
+	if _, err := be.Txn(ctx, nil, []storage.Op{
+		{Type: storage.OpPut, Key: []byte("/c/a/k04"), Value: []byte("again")},
+		{Type: storage.OpPut, Key: []byte("/c/a/k05"), Value: []byte("v3")},
+		{Type: storage.OpDelete, Key: []byte("/c/a/k06")},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	live["/c/a/k04"] = true
+	delete(live, "/c/a/k06")
+	check("after a transaction of three writes")
+	l, err := be.LeaseGrant(ctx, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"/c/a/t1", "/c/b/t2"} {
+		if _, err := be.Txn(ctx, nil, []storage.Op{{Type: storage.OpPut, Key: []byte(k), Value: []byte("v"), Lease: l.ID}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		live[k] = true
+	}
+	check("after puts with a lease")
+	if _, err := be.LeaseRevoke(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	delete(live, "/c/a/t1")
+	delete(live, "/c/b/t2")
+	check("after the lease is revoked")
+	if err := be.Close(); err != nil {
+		t.Fatal(err)
+	}
+	be = open(t, dir)
+	check("after a reopen")
+	put(t, be, "/c/a/new", "v")
+	live["/c/a/new"] = true
+	check("after a create after the reopen")
+	for _, h := range history {
+		for i, sp := range spans {
+			res, err := be.Range(ctx, []byte(sp.key), []byte(sp.end), storage.RangeOptions{CountOnly: true, Revision: h.rev})
+			if err != nil || res.Count != h.count[i] {
+				t.Fatalf("count [%s, %q) at revision %d = %d (%v), want %d", sp.key, sp.end, h.rev, res.Count, err, h.count[i])
+			}
+		}
 	}
 }
 
