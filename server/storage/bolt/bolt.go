@@ -55,7 +55,11 @@ type Config struct {
 	// this process has mapped are unmapped again (ReleaseMapped; default
 	// 30 s; negative: never).
 	ReleaseInterval time.Duration
-	Logger          *slog.Logger
+	// ScanRelease: a read that walks more than this many bytes of the
+	// history unmaps the file's pages as it goes (scanRelease; default
+	// 32 MiB; negative: never).
+	ScanRelease int64
+	Logger      *slog.Logger
 }
 
 // Backend implements storage.Backend on bbolt.
@@ -131,6 +135,9 @@ func Open(cfg Config) (*Backend, error) {
 	}
 	if cfg.ReleaseInterval == 0 {
 		cfg.ReleaseInterval = 30 * time.Second
+	}
+	if cfg.ScanRelease == 0 {
+		cfg.ScanRelease = 32 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -443,7 +450,7 @@ func (b *Backend) Range(ctx context.Context, key, end []byte, opts storage.Range
 		meta := tx.Bucket(bucketMeta)
 		cur, compact := getInt(meta.Get(metaRev)), getInt(meta.Get(metaCompact))
 		var err error
-		res, err = rangeTx(tx, key, end, opts, cur, compact)
+		res, err = rangeTx(tx, key, end, opts, cur, compact, b.scanRelease())
 		return err
 	})
 	if count && err == nil && (opts.Revision <= 0 || opts.Revision == res.Revision) {
@@ -452,7 +459,7 @@ func (b *Backend) Range(ctx context.Context, key, end []byte, opts storage.Range
 	return res, err
 }
 
-func rangeTx(tx *bolt.Tx, key, end []byte, opts storage.RangeOptions, cur, compact int64) (storage.RangeResult, error) {
+func rangeTx(tx *bolt.Tx, key, end []byte, opts storage.RangeOptions, cur, compact int64, scan *scanRelease) (storage.RangeResult, error) {
 	res := storage.RangeResult{Revision: cur}
 	rev := opts.Revision
 	if rev <= 0 {
@@ -517,6 +524,7 @@ func rangeTx(tx *bolt.Tx, key, end []byte, opts storage.RangeOptions, cur, compa
 		if !ok {
 			return res, fmt.Errorf("bolt: corrupt history key %q", hk)
 		}
+		scan.add(len(hk) + len(v))
 		if len(seek) != len(key) && bytes.Compare(k, key) < 0 {
 			continue
 		}
@@ -640,7 +648,7 @@ func (b *Backend) txn(tx *bolt.Tx, rev int64, cmps []storage.Compare, success, f
 		var r storage.OpResult
 		switch op.Type {
 		case storage.OpRange:
-			rr, err := rangeTx(tx, op.Key, op.End, op.Range, rev-1, compact)
+			rr, err := rangeTx(tx, op.Key, op.End, op.Range, rev-1, compact, nil)
 			if err != nil {
 				return res, nil, err
 			}
@@ -674,7 +682,7 @@ func (b *Backend) txn(tx *bolt.Tx, rev int64, cmps []storage.Compare, success, f
 				r.PrevKVs = []storage.KeyValue{*prevKV}
 			}
 		case storage.OpDelete:
-			rr, err := rangeTx(tx, op.Key, op.End, storage.RangeOptions{}, rev-1, compact)
+			rr, err := rangeTx(tx, op.Key, op.End, storage.RangeOptions{}, rev-1, compact, nil)
 			if err != nil {
 				return res, nil, err
 			}

@@ -16,7 +16,7 @@ func walkCount(t *testing.T, b *Backend, key, end string) int64 {
 	t.Helper()
 	var n int64
 	err := b.db.View(func(tx *bolt.Tx) error {
-		res, err := rangeTx(tx, []byte(key), []byte(end), storage.RangeOptions{CountOnly: true}, b.CurrentRevision(), 0)
+		res, err := rangeTx(tx, []byte(key), []byte(end), storage.RangeOptions{CountOnly: true}, b.CurrentRevision(), 0, nil)
 		n = res.Count
 		return err
 	})

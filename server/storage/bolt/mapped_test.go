@@ -132,3 +132,60 @@ func TestReleaseLoopStopsOnClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestScanRelease: a read that walks more of the history than ScanRelease
+// unmaps the file's pages as it goes, so it leaves about that much mapped,
+// not everything it walked (the same read without it is the control), and
+// still returns every value intact.
+func TestScanRelease(t *testing.T) {
+	const n, versions, every = 1200, 4, 1 << 20                                                           // ~20 MB of history, released every 1 MB
+	value := func(i, v int) []byte { return bytes.Repeat(fmt.Appendf(nil, "value-%05d-%d;", i, v), 300) } // ~4.5 KB
+	tests := []struct {
+		name  string
+		scan  int64
+		maxKB int
+		minKB int
+	}{
+		{"released", every, 4 * every >> 10, 0},
+		{"never (control)", -1, 1 << 30, 16 << 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1, ScanRelease: tc.scan})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer be.Close()
+			ctx := context.Background()
+			for v := range versions {
+				for i := 0; i < n; i += 100 {
+					var ops []storage.Op
+					for j := i; j < i+100; j++ {
+						ops = append(ops, storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d", j), Value: value(j, v)})
+					}
+					if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := be.ReleaseMapped(); err != nil {
+				t.Fatal(err)
+			}
+			res, err := be.Range(ctx, []byte("/registry/pods/"), []byte("/registry/pods0"), storage.RangeOptions{Limit: 100})
+			if err != nil || len(res.KVs) != 100 || res.Count != n {
+				t.Fatalf("page of 100: %d KVs, count %d, %v", len(res.KVs), res.Count, err)
+			}
+			for i, kv := range res.KVs {
+				if !bytes.Equal(kv.Value, value(i, versions-1)) {
+					t.Fatalf("key %s: value changed", kv.Key)
+				}
+			}
+			kb := mappedKB(t, path)
+			if kb > tc.maxKB || kb < tc.minKB {
+				t.Fatalf("%d kB of the file mapped after a read that walked ~20 MB, want %d..%d", kb, tc.minKB, tc.maxKB)
+			}
+			t.Logf("%d kB mapped", kb)
+		})
+	}
+}
