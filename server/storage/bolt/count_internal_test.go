@@ -37,16 +37,22 @@ func kept(b *Backend, key, end string) (int64, bool) {
 	return 0, false
 }
 
+func openCounting(t *testing.T) *Backend {
+	t.Helper()
+	b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
 // TestCountTransactionsTouchingAKeyTwice: a transaction whose delete range
 // covers a key it also puts, or whose delete ranges overlap, changes a kept
 // count by what the key's state was before and is after, not by event.
 func TestCountTransactionsTouchingAKeyTwice(t *testing.T) {
 	ctx := context.Background()
-	b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openCounting(t)
 	for i := range 6 {
 		putKey(t, b, fmt.Sprintf("/x/%d", i))
 	}
@@ -94,11 +100,7 @@ func TestCountTransactionsTouchingAKeyTwice(t *testing.T) {
 // least recently asked for goes first.
 func TestCountRangesBounded(t *testing.T) {
 	ctx := context.Background()
-	b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openCounting(t)
 	putKey(t, b, "/r/0/a")
 	count := func(i int) {
 		t.Helper()
