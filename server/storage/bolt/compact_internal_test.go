@@ -56,7 +56,7 @@ func TestCompactInBatches(t *testing.T) {
 	if h, l := histAndLogKeys(t, b); h != keys*versions || l != keys*versions {
 		t.Fatalf("before compaction: %d versions, %d log entries; want %d each", h, l, keys*versions)
 	}
-	commits := b.commits.Load()
+	commits, releases := b.commits.Load(), b.releases.Load()
 	if err := b.Compact(context.Background(), last); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +67,11 @@ func TestCompactInBatches(t *testing.T) {
 	// 200 revisions in batches of 7, plus the compaction's own write.
 	if n := b.commits.Load() - commits; n < 200/7 {
 		t.Errorf("compaction took %d commits, want at least %d batches", n, 200/7)
+	}
+	// The mapping is released every compactReleaseBatches batches and at
+	// the end.
+	if n, want := b.releases.Load()-releases, int64(200/7/compactReleaseBatches+1); n < want {
+		t.Errorf("compaction released the mapping %d times, want at least %d", n, want)
 	}
 	res, err := b.Range(context.Background(), []byte("/k/"), []byte("/k0"), storage.RangeOptions{Revision: last})
 	if err != nil || len(res.KVs) != keys {

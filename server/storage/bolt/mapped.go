@@ -36,8 +36,13 @@ func (b *Backend) ReleaseMapped() (int64, error) {
 		return 0, fmt.Errorf("bolt: release mapped pages: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	b.releases.Add(1)
 	return releaseMapping(b.db)
 }
+
+// compactReleaseBatches is how many batches of a compaction delete between
+// releases of the mapping (20 batches of 500 revisions: ~10,000 versions).
+const compactReleaseBatches = 20
 
 // releaseMapping unmaps the database file's mapping; the caller holds a
 // transaction open. The mapping's bounds come from the kernel, not from
