@@ -402,7 +402,7 @@ func (b *Backend) publish(batch []*job, rev int64) {
 	for _, j := range batch {
 		if j.wrote {
 			b.ring = append(b.ring, revEvents{rev: j.rev, events: j.events})
-			b.countEvents(j.events)
+			countEvents(b.counts, j.events)
 		}
 	}
 	if over := len(b.ring) - b.cfg.WatchWindow; over > 0 {

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bytes"
+	"sort"
 	"sync/atomic"
 
 	"github.com/skiff-sh/skiff/server/storage"
@@ -58,12 +59,15 @@ func (b *Backend) cachedCount(key, end []byte, opts storage.RangeOptions) (stora
 }
 
 // keepCount keeps the count of a range read from the database at revision
-// rev, unless later commits have been published since (their events would
-// be missing from it), replacing the least recently used count when full.
+// rev. Commits published since (a busy server commits every few
+// milliseconds, more often than a walk takes) are applied from the
+// in-memory window; if it no longer holds them all, or rev is not
+// published yet, the count is not kept. When full, the least recently
+// used count is replaced.
 func (b *Backend) keepCount(key, end []byte, count, rev int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closedErr != nil || rev != b.rev {
+	if b.closedErr != nil || rev > b.rev {
 		return
 	}
 	for _, c := range b.counts {
@@ -72,6 +76,15 @@ func (b *Backend) keepCount(key, end []byte, count, rev int64) {
 		}
 	}
 	c := &countRange{key: bytes.Clone(key), end: bytes.Clone(end), count: count}
+	if rev < b.rev {
+		i := sort.Search(len(b.ring), func(i int) bool { return b.ring[i].rev > rev })
+		if i == len(b.ring) || b.ring[i].rev != rev+1 {
+			return // the window does not reach back to rev
+		}
+		for _, re := range b.ring[i:] {
+			countEvents([]*countRange{c}, re.events)
+		}
+	}
 	c.used.Store(b.countUses.Add(1))
 	if len(b.counts) < maxCountRanges {
 		b.counts = append(b.counts, c)
@@ -86,12 +99,12 @@ func (b *Backend) keepCount(key, end []byte, count, rev int64) {
 	b.counts[oldest] = c
 }
 
-// countEvents applies the events of one revision to the kept counts; the
-// caller holds b.mu. A transaction may touch a key more than once (a
+// countEvents applies the events of one revision to counts; the caller
+// holds b.mu. A transaction may touch a key more than once (a
 // delete range and a put): the first event tells whether the key existed
 // before the revision and the last whether it exists after.
-func (b *Backend) countEvents(events []storage.Event) {
-	if len(b.counts) == 0 {
+func countEvents(counts []*countRange, events []storage.Event) {
+	if len(counts) == 0 {
 		return
 	}
 	var firstAt, lastAt map[string]int
@@ -119,7 +132,7 @@ func (b *Backend) countEvents(events []storage.Event) {
 		if delta == 0 {
 			continue
 		}
-		for _, c := range b.counts {
+		for _, c := range counts {
 			if c.contains(ev.KV.Key) {
 				c.count += delta
 			}

@@ -151,3 +151,47 @@ func TestCountRangesBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestCountKeptAfterLaterCommits: a count read at a revision that commits
+// have passed by the time it is kept catches up from the in-memory window,
+// and is not kept when the window no longer reaches back to it.
+func TestCountKeptAfterLaterCommits(t *testing.T) {
+	const key, end = "/w/", "/w0"
+	for _, tc := range []struct {
+		name   string
+		window int
+		writes int
+		kept   bool
+	}{
+		{"window holds the later commits", 64, 10, true},
+		{"window moved past them", 4, 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1, WatchWindow: tc.window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			for i := range 5 {
+				putKey(t, b, fmt.Sprintf("/w/%d", i))
+			}
+			rev := b.CurrentRevision()
+			count := walkCount(t, b, key, end)
+			for i := range tc.writes {
+				putKey(t, b, fmt.Sprintf("/w/new-%d", i)) // creates
+				putKey(t, b, "/w/0")                      // and updates
+			}
+			if _, err := b.Txn(context.Background(), nil, []storage.Op{{Type: storage.OpDelete, Key: []byte("/w/1")}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			b.keepCount([]byte(key), []byte(end), count, rev)
+			n, ok := kept(b, key, end)
+			if ok != tc.kept {
+				t.Fatalf("kept: %v, want %v", ok, tc.kept)
+			}
+			if want := walkCount(t, b, key, end); ok && n != want {
+				t.Fatalf("kept count %d, the history holds %d", n, want)
+			}
+		})
+	}
+}
