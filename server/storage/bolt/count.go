@@ -36,7 +36,8 @@ func (c *countRange) contains(key []byte) bool {
 
 // countable tells whether a range may be answered from, and kept in, the
 // counts: count-only, over a range of keys (not one key), starting at a
-// stored key (a paging start holds a NUL) and read at the current revision.
+// stored key (a paging start holds a NUL). cachedCount and keepCount
+// check the revision.
 func countable(key, end []byte, opts storage.RangeOptions) bool {
 	return opts.CountOnly && len(end) > 0 && len(key) > 0 && bytes.IndexByte(key, 0) < 0
 }

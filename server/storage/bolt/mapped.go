@@ -87,7 +87,7 @@ func (b *Backend) scanRelease() *scanRelease {
 	return &scanRelease{db: b.db, every: b.cfg.ScanRelease, log: b.log}
 }
 
-// walked counts n bytes of the file walked; the caller's transaction is
+// add counts n bytes of the file walked; the caller's transaction is
 // still open.
 func (s *scanRelease) add(n int) {
 	if s == nil {
