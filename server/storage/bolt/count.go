@@ -50,13 +50,22 @@ func (b *Backend) cachedCount(key, end []byte, opts storage.RangeOptions) (stora
 	if b.closedErr != nil || opts.Revision > 0 && opts.Revision != b.rev {
 		return storage.RangeResult{}, false
 	}
+	c := b.keptCount(key, end)
+	if c == nil {
+		return storage.RangeResult{}, false
+	}
+	c.used.Store(b.countUses.Add(1))
+	return storage.RangeResult{Revision: b.rev, Count: c.count}, true
+}
+
+// keptCount is the kept count of [key, end), or nil; the caller holds b.mu.
+func (b *Backend) keptCount(key, end []byte) *countRange {
 	for _, c := range b.counts {
 		if bytes.Equal(c.key, key) && bytes.Equal(c.end, end) {
-			c.used.Store(b.countUses.Add(1))
-			return storage.RangeResult{Revision: b.rev, Count: c.count}, true
+			return c
 		}
 	}
-	return storage.RangeResult{}, false
+	return nil
 }
 
 // keepCount keeps the count of a range read from the database at revision
@@ -68,13 +77,8 @@ func (b *Backend) cachedCount(key, end []byte, opts storage.RangeOptions) (stora
 func (b *Backend) keepCount(key, end []byte, count, rev int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closedErr != nil || rev > b.rev {
+	if b.closedErr != nil || rev > b.rev || b.keptCount(key, end) != nil {
 		return
-	}
-	for _, c := range b.counts {
-		if bytes.Equal(c.key, key) && bytes.Equal(c.end, end) {
-			return
-		}
 	}
 	c := &countRange{key: bytes.Clone(key), end: bytes.Clone(end), count: count}
 	if rev < b.rev {
