@@ -55,9 +55,10 @@ type Config struct {
 	// this process has mapped are unmapped again (ReleaseMapped; default
 	// 30 s; negative: never).
 	ReleaseInterval time.Duration
-	// ScanRelease: a read that walks more than this many bytes of the
-	// history unmaps the file's pages as it goes (scanRelease; default
-	// 32 MiB; negative: never).
+	// ScanRelease: a read or a compaction that maps more than this many
+	// bytes of the file (estimated from the fault windows its values lie
+	// in) unmaps the file's pages as it goes (scanRelease; default 32 MiB;
+	// negative: never).
 	ScanRelease int64
 	Logger      *slog.Logger
 }
@@ -525,7 +526,7 @@ func rangeTx(tx *bolt.Tx, key, end []byte, opts storage.RangeOptions, cur, compa
 		if !ok {
 			return res, fmt.Errorf("bolt: corrupt history key %q", hk)
 		}
-		scan.add(len(hk) + len(v))
+		scan.add(v)
 		if len(seek) != len(key) && bytes.Compare(k, key) < 0 {
 			continue
 		}
@@ -829,11 +830,15 @@ func (b *Backend) Compact(ctx context.Context, rev int64) error {
 func (b *Backend) deleteCompacted(ctx context.Context) {
 	b.compactMu.Lock()
 	defer b.compactMu.Unlock()
-	for batches := 1; ; batches++ {
+	// The batches read the history's leaves through the mapping, and a
+	// compaction of many (~300 after a 30,000-pod run) touches leaves all
+	// over the file: unmap them as it goes, too.
+	scan := b.scanRelease()
+	for {
 		var finished bool
 		_, err := b.submit(ctx, func(tx *bolt.Tx, _ int64) (bool, []storage.Event, error) {
 			var err error
-			finished, err = compactBatch(tx, b.cfg.CompactBatch)
+			finished, err = compactBatch(tx, b.cfg.CompactBatch, scan)
 			return false, nil, err
 		})
 		if err != nil {
@@ -844,14 +849,6 @@ func (b *Backend) deleteCompacted(ctx context.Context) {
 		}
 		if finished {
 			break
-		}
-		// The batches read the history's leaves through the mapping, so
-		// a compaction of many (~300 after a 30,000-pod run) mapped most
-		// of the file before it ended: unmap them as it goes, too.
-		if batches%compactReleaseBatches == 0 {
-			if _, err := b.ReleaseMapped(); err != nil {
-				b.log.Debug("releasing mapped pages during a compaction", "err", err)
-			}
 		}
 	}
 	// The batches read most of the file's leaves; unmap them now rather
@@ -884,7 +881,7 @@ func (b *Backend) resumeCompaction() {
 // compacted revision. The entry at the compacted revision itself keeps its
 // tombstone and log entry, which reads and watches at that revision need;
 // the next compaction deletes them.
-func compactBatch(tx *bolt.Tx, limit int) (finished bool, err error) {
+func compactBatch(tx *bolt.Tx, limit int, scan *scanRelease) (finished bool, err error) {
 	hist, logb, meta := tx.Bucket(bucketHist), tx.Bucket(bucketLog), tx.Bucket(bucketMeta)
 	doneB := meta.Get(metaCompactDone)
 	if doneB == nil {
@@ -895,7 +892,7 @@ func compactBatch(tx *bolt.Tx, limit int) (finished bool, err error) {
 		return true, nil
 	}
 	next := to
-	c := logb.Cursor()
+	c, hc := logb.Cursor(), hist.Cursor()
 	var done [][]byte
 	n := 0
 	for k, v := c.Seek(revBytes(from)); k != nil && getInt(k) <= to; k, v = c.Next() {
@@ -911,18 +908,16 @@ func compactBatch(tx *bolt.Tx, limit int) (finished bool, err error) {
 		if err != nil {
 			return false, err
 		}
+		scan.add(v)
 		for _, e := range entries {
 			if e.prevRev > 0 {
-				if err := hist.Delete(histKey(e.key, e.prevRev)); err != nil {
+				if err := deleteVersion(hc, histKey(e.key, e.prevRev), false, scan); err != nil {
 					return false, err
 				}
 			}
 			if r < to {
-				hk := histKey(e.key, r)
-				if rv := hist.Get(hk); len(rv) > 0 && rv[0] == flagTombstone {
-					if err := hist.Delete(hk); err != nil {
-						return false, err
-					}
+				if err := deleteVersion(hc, histKey(e.key, r), true, scan); err != nil {
+					return false, err
 				}
 			}
 		}
@@ -936,4 +931,19 @@ func compactBatch(tx *bolt.Tx, limit int) (finished bool, err error) {
 		}
 	}
 	return next >= to, meta.Put(metaCompactDone, revBytes(next))
+}
+
+// deleteVersion deletes the history entry hk if there is one (with
+// onlyTombstone, only if it is a tombstone), and counts the value it found
+// for scan.
+func deleteVersion(c *bolt.Cursor, hk []byte, onlyTombstone bool, scan *scanRelease) error {
+	k, v := c.Seek(hk)
+	if !bytes.Equal(k, hk) {
+		return nil
+	}
+	scan.add(v)
+	if onlyTombstone && (len(v) == 0 || v[0] != flagTombstone) {
+		return nil
+	}
+	return c.Delete()
 }

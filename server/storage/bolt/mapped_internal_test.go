@@ -1,6 +1,10 @@
 package bolt
 
-import "testing"
+import (
+	"path/filepath"
+	"testing"
+	"unsafe"
+)
 
 func TestMappingEnd(t *testing.T) {
 	const maps = `00400000-04ed9000 r-xp 00000000 fd:01 123 /usr/bin/skiff
@@ -27,4 +31,50 @@ func TestMappingEnd(t *testing.T) {
 			t.Errorf("mappingEnd(%#x) = %#x, %v; want %#x, error %v", tt.start, got, err, tt.want, tt.wantErr)
 		}
 	}
+}
+
+// TestScanReleaseWindows: the estimate counts each fault window a value
+// lies in once, however many values share it, and a window again only
+// after the walk has left it; it releases the mapping when it reaches
+// every and starts over.
+func TestScanReleaseWindows(t *testing.T) {
+	b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const w = 1 << 12 // a small window, so that a buffer spans many
+	buf := make([]byte, 16*w)
+	// at returns n bytes from offset off of the first window-aligned
+	// part of buf.
+	base := int((w - uintptr(unsafe.Pointer(&buf[0]))%w) % w)
+	at := func(off, n int) []byte { return buf[base+off : base+off+n] }
+	tests := []struct {
+		name     string
+		values   [][]byte
+		mapped   int64
+		releases int64
+	}{
+		{"one value", [][]byte{at(10, 20)}, w, 0},
+		{"values in one window", [][]byte{at(0, 10), at(100, 10), at(w-10, 10)}, w, 0},
+		{"a value across three windows", [][]byte{at(w-1, w+2)}, 3 * w, 0},
+		{"the next value in the last window", [][]byte{at(w-1, w+2), at(2*w+5, 1)}, 3 * w, 0},
+		{"back and forth", [][]byte{at(0, 1), at(w, 1), at(0, 1)}, 3 * w, 0},
+		{"empty values", [][]byte{at(0, 0), at(w, 0)}, 0, 0},
+		{"release at every", [][]byte{at(0, 1), at(w, 1), at(2*w, 1), at(3*w, 1), at(4*w, 1)}, w, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := b.releases.Load()
+			s := &scanRelease{db: b.db, every: 4 * w, window: w, releases: &b.releases, log: b.log}
+			for _, v := range tt.values {
+				s.add(v)
+			}
+			if s.mapped != tt.mapped || b.releases.Load()-before != tt.releases {
+				t.Errorf("estimate %d, releases %d; want %d, %d", s.mapped, b.releases.Load()-before, tt.mapped, tt.releases)
+			}
+		})
+	}
+	var nilScan *scanRelease
+	nilScan.add(at(0, 1)) // a nil scanRelease counts nothing
 }

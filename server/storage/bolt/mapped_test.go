@@ -189,3 +189,62 @@ func TestScanRelease(t *testing.T) {
 		})
 	}
 }
+
+// TestScanReleaseScatteredLeaves: what a walk maps is the kernel's
+// fault-around window (64 KiB) for every page it reads, so a small prefix
+// whose leaves copy-on-write scattered among other data maps many times
+// its own size. ScanRelease bounds what it maps, not what it reads: here
+// the walk reads ~2 MB of values and the control maps far more than that.
+func TestScanReleaseScatteredLeaves(t *testing.T) {
+	const leases, rounds, every = 2000, 5, 1 << 20
+	lease := func(i, r int) []byte { return fmt.Appendf(nil, "%0200d", i*rounds+r) }
+	tests := []struct {
+		name         string
+		scan         int64
+		minKB, maxKB int
+	}{
+		{"released", every, 0, 2 * every >> 10},
+		{"never (control)", -1, 8 << 10, 1 << 30},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1, ScanRelease: tc.scan})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer be.Close()
+			ctx := context.Background()
+			// Each commit renews one lease and adds an 8 KB object, so
+			// the leases' leaves are rewritten among the objects' pages.
+			for r := range rounds {
+				for i := range leases {
+					ops := []storage.Op{
+						{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/leases/%05d", i), Value: lease(i, r)},
+						{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d-%d", i, r), Value: bytes.Repeat([]byte{'p'}, 8<<10)},
+					}
+					if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := be.ReleaseMapped(); err != nil {
+				t.Fatal(err)
+			}
+			res, err := be.Range(ctx, []byte("/registry/leases/"), []byte("/registry/leases0"), storage.RangeOptions{})
+			if err != nil || len(res.KVs) != leases {
+				t.Fatalf("leases: %d, %v", len(res.KVs), err)
+			}
+			for i, kv := range res.KVs {
+				if !bytes.Equal(kv.Value, lease(i, rounds-1)) {
+					t.Fatalf("%s: value changed", kv.Key)
+				}
+			}
+			kb := mappedKB(t, path)
+			if kb > tc.maxKB || kb < tc.minKB {
+				t.Fatalf("%d kB of the file mapped after walking the leases, want %d..%d", kb, tc.minKB, tc.maxKB)
+			}
+			t.Logf("%d kB mapped", kb)
+		})
+	}
+}
