@@ -133,6 +133,34 @@ func TestReleaseLoopStopsOnClose(t *testing.T) {
 	}
 }
 
+// walkMapped opens a store with the given ScanRelease, writes it with
+// fill (one transaction per batch of ops), unmaps the file, reads
+// [key, end) with opts and returns the result and how much of the file
+// that read left mapped.
+func walkMapped(t *testing.T, scan int64, fill [][]storage.Op, key, end string, opts storage.RangeOptions) (storage.RangeResult, int) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1, ScanRelease: scan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	for _, ops := range fill {
+		if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := be.ReleaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := be.Range(ctx, []byte(key), []byte(end), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, mappedKB(t, path)
+}
+
 // TestScanRelease: a read that walks more of the history than ScanRelease
 // unmaps the file's pages as it goes, so it leaves about that much mapped,
 // not everything it walked (the same read without it is the control), and
@@ -140,6 +168,16 @@ func TestReleaseLoopStopsOnClose(t *testing.T) {
 func TestScanRelease(t *testing.T) {
 	const n, versions, every = 1200, 4, 1 << 20                                                           // ~20 MB of history, released every 1 MB
 	value := func(i, v int) []byte { return bytes.Repeat(fmt.Appendf(nil, "value-%05d-%d;", i, v), 300) } // ~4.5 KB
+	var fill [][]storage.Op
+	for v := range versions {
+		for i := 0; i < n; i += 100 {
+			var ops []storage.Op
+			for j := i; j < i+100; j++ {
+				ops = append(ops, storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d", j), Value: value(j, v)})
+			}
+			fill = append(fill, ops)
+		}
+	}
 	tests := []struct {
 		name  string
 		scan  int64
@@ -151,37 +189,15 @@ func TestScanRelease(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1, ScanRelease: tc.scan})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer be.Close()
-			ctx := context.Background()
-			for v := range versions {
-				for i := 0; i < n; i += 100 {
-					var ops []storage.Op
-					for j := i; j < i+100; j++ {
-						ops = append(ops, storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d", j), Value: value(j, v)})
-					}
-					if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			if _, err := be.ReleaseMapped(); err != nil {
-				t.Fatal(err)
-			}
-			res, err := be.Range(ctx, []byte("/registry/pods/"), []byte("/registry/pods0"), storage.RangeOptions{Limit: 100})
-			if err != nil || len(res.KVs) != 100 || res.Count != n {
-				t.Fatalf("page of 100: %d KVs, count %d, %v", len(res.KVs), res.Count, err)
+			res, kb := walkMapped(t, tc.scan, fill, "/registry/pods/", "/registry/pods0", storage.RangeOptions{Limit: 100})
+			if len(res.KVs) != 100 || res.Count != n {
+				t.Fatalf("page of 100: %d KVs, count %d", len(res.KVs), res.Count)
 			}
 			for i, kv := range res.KVs {
 				if !bytes.Equal(kv.Value, value(i, versions-1)) {
 					t.Fatalf("key %s: value changed", kv.Key)
 				}
 			}
-			kb := mappedKB(t, path)
 			if kb > tc.maxKB || kb < tc.minKB {
 				t.Fatalf("%d kB of the file mapped after a read that walked ~20 MB, want %d..%d", kb, tc.minKB, tc.maxKB)
 			}
@@ -194,10 +210,21 @@ func TestScanRelease(t *testing.T) {
 // fault-around window (64 KiB) for every page it reads, so a small prefix
 // whose leaves copy-on-write scattered among other data maps many times
 // its own size. ScanRelease bounds what it maps, not what it reads: here
-// the walk reads ~2 MB of values and the control maps far more than that.
+// the walk reads ~1.3 MB of values and the control maps far more than that.
 func TestScanReleaseScatteredLeaves(t *testing.T) {
-	const leases, rounds, every = 2000, 5, 1 << 20
+	const leases, rounds, every = 2000, 3, 1 << 20
 	lease := func(i, r int) []byte { return fmt.Appendf(nil, "%0200d", i*rounds+r) }
+	// Each commit renews one lease and adds an 8 KB object, so the
+	// leases' leaves are rewritten among the objects' pages.
+	var fill [][]storage.Op
+	for r := range rounds {
+		for i := range leases {
+			fill = append(fill, []storage.Op{
+				{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/leases/%05d", i), Value: lease(i, r)},
+				{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d-%d", i, r), Value: bytes.Repeat([]byte{'p'}, 8<<10)},
+			})
+		}
+	}
 	tests := []struct {
 		name         string
 		scan         int64
@@ -208,39 +235,15 @@ func TestScanReleaseScatteredLeaves(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			be, err := bolt.Open(bolt.Config{Path: path, NoSync: true, ReleaseInterval: -1, ScanRelease: tc.scan})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer be.Close()
-			ctx := context.Background()
-			// Each commit renews one lease and adds an 8 KB object, so
-			// the leases' leaves are rewritten among the objects' pages.
-			for r := range rounds {
-				for i := range leases {
-					ops := []storage.Op{
-						{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/leases/%05d", i), Value: lease(i, r)},
-						{Type: storage.OpPut, Key: fmt.Appendf(nil, "/registry/pods/%05d-%d", i, r), Value: bytes.Repeat([]byte{'p'}, 8<<10)},
-					}
-					if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			if _, err := be.ReleaseMapped(); err != nil {
-				t.Fatal(err)
-			}
-			res, err := be.Range(ctx, []byte("/registry/leases/"), []byte("/registry/leases0"), storage.RangeOptions{})
-			if err != nil || len(res.KVs) != leases {
-				t.Fatalf("leases: %d, %v", len(res.KVs), err)
+			res, kb := walkMapped(t, tc.scan, fill, "/registry/leases/", "/registry/leases0", storage.RangeOptions{})
+			if len(res.KVs) != leases {
+				t.Fatalf("leases: %d", len(res.KVs))
 			}
 			for i, kv := range res.KVs {
 				if !bytes.Equal(kv.Value, lease(i, rounds-1)) {
 					t.Fatalf("%s: value changed", kv.Key)
 				}
 			}
-			kb := mappedKB(t, path)
 			if kb > tc.maxKB || kb < tc.minKB {
 				t.Fatalf("%d kB of the file mapped after walking the leases, want %d..%d", kb, tc.minKB, tc.maxKB)
 			}
