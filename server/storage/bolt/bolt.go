@@ -87,7 +87,7 @@ type Backend struct {
 
 	pace     commitPacer  // the writer's
 	commits  atomic.Int64 // bbolt commits (tests)
-	releases atomic.Int64 // ReleaseMapped calls (tests)
+	releases atomic.Int64 // releases of the mapping: ReleaseMapped and walks (tests)
 }
 
 type revEvents struct {

@@ -71,8 +71,9 @@ func releaseMapping(db *bolt.DB) (int64, error) {
 // is not what it reads: a read fault maps the file's cached pages in the
 // whole aligned 64 KiB window around the page (the kernel's fault-around),
 // and after months of copy-on-write a prefix's leaves lie scattered among
-// other pages. Walking the 1,000 leases of a 30,000-pod run, ~0.5 MB of
-// values, mapped 351 MB of a 420 MB file. So the walk counts the windows
+// other pages. Walking the 1,000 leases of a 30,000-pod run (~0.5 MB of
+// current values, and their versions since the last compaction) mapped
+// 351 MB of a 420 MB file. So the walk counts the windows
 // its values lie in and unmaps the whole mapping every `every` bytes of
 // them. Other readers that were using the pages map them back at a minor
 // fault per window. A nil scanRelease never releases.
