@@ -161,6 +161,21 @@ func walkMapped(t *testing.T, scan int64, fill [][]storage.Op, key, end string, 
 	return res, mappedKB(t, path)
 }
 
+// checkWalk fails the test unless the walk's i-th value is want(i) and
+// it left between minKB and maxKB of the file mapped.
+func checkWalk(t *testing.T, res storage.RangeResult, want func(i int) []byte, kb, minKB, maxKB int) {
+	t.Helper()
+	for i, kv := range res.KVs {
+		if !bytes.Equal(kv.Value, want(i)) {
+			t.Fatalf("key %s: value changed", kv.Key)
+		}
+	}
+	if kb > maxKB || kb < minKB {
+		t.Fatalf("%d kB of the file mapped after the walk, want %d..%d", kb, minKB, maxKB)
+	}
+	t.Logf("%d kB mapped", kb)
+}
+
 // TestScanRelease: a read that walks more of the history than ScanRelease
 // unmaps the file's pages as it goes, so it leaves about that much mapped,
 // not everything it walked (the same read without it is the control), and
@@ -193,15 +208,7 @@ func TestScanRelease(t *testing.T) {
 			if len(res.KVs) != 100 || res.Count != n {
 				t.Fatalf("page of 100: %d KVs, count %d", len(res.KVs), res.Count)
 			}
-			for i, kv := range res.KVs {
-				if !bytes.Equal(kv.Value, value(i, versions-1)) {
-					t.Fatalf("key %s: value changed", kv.Key)
-				}
-			}
-			if kb > tc.maxKB || kb < tc.minKB {
-				t.Fatalf("%d kB of the file mapped after a read that walked ~20 MB, want %d..%d", kb, tc.minKB, tc.maxKB)
-			}
-			t.Logf("%d kB mapped", kb)
+			checkWalk(t, res, func(i int) []byte { return value(i, versions-1) }, kb, tc.minKB, tc.maxKB)
 		})
 	}
 }
@@ -239,15 +246,7 @@ func TestScanReleaseScatteredLeaves(t *testing.T) {
 			if len(res.KVs) != leases {
 				t.Fatalf("leases: %d", len(res.KVs))
 			}
-			for i, kv := range res.KVs {
-				if !bytes.Equal(kv.Value, lease(i, rounds-1)) {
-					t.Fatalf("%s: value changed", kv.Key)
-				}
-			}
-			if kb > tc.maxKB || kb < tc.minKB {
-				t.Fatalf("%d kB of the file mapped after walking the leases, want %d..%d", kb, tc.minKB, tc.maxKB)
-			}
-			t.Logf("%d kB mapped", kb)
+			checkWalk(t, res, func(i int) []byte { return lease(i, rounds-1) }, kb, tc.minKB, tc.maxKB)
 		})
 	}
 }
