@@ -127,24 +127,8 @@ func BenchmarkWritesDuringCompaction(b *testing.B) {
 // watch cache for), against the same count by walking the history.
 func BenchmarkCountOnly(b *testing.B) {
 	const keys, versions = 10000, 5
-	be, err := bolt.Open(bolt.Config{Path: filepath.Join(b.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer be.Close()
+	be := writeVersions(b, "/registry/events/ns/e-", keys, versions, 300)
 	ctx := context.Background()
-	value := make([]byte, 300)
-	for v := range versions {
-		for i := 0; i < keys; i += 100 {
-			var ops []storage.Op
-			for j := i; j < i+100; j++ {
-				ops = append(ops, storage.Op{Type: storage.OpPut, Key: []byte(fmt.Sprintf("/registry/events/ns/e-%05d", j)), Value: value})
-			}
-			if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
-				b.Fatal(v, err)
-			}
-		}
-	}
 	key, end := []byte("/registry/events/"), []byte("/registry/events0")
 	for _, bc := range []struct {
 		name string
@@ -176,24 +160,8 @@ func BenchmarkCountOnly(b *testing.B) {
 // server turns into remainingItemCount), so smaller pages walk more.
 func BenchmarkPagedList(b *testing.B) {
 	const keys, versions = 10000, 4
-	be, err := bolt.Open(bolt.Config{Path: filepath.Join(b.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer be.Close()
+	be := writeVersions(b, "/registry/pods/ns/p-", keys, versions, 1024)
 	ctx := context.Background()
-	value := make([]byte, 1024)
-	for v := range versions {
-		for i := 0; i < keys; i += 100 {
-			var ops []storage.Op
-			for j := i; j < i+100; j++ {
-				ops = append(ops, storage.Op{Type: storage.OpPut, Key: []byte(fmt.Sprintf("/registry/pods/ns/p-%05d", j)), Value: value})
-			}
-			if _, err := be.Txn(ctx, nil, ops, nil); err != nil {
-				b.Fatal(v, err)
-			}
-		}
-	}
 	end := []byte("/registry/pods0")
 	rev := be.CurrentRevision()
 	for _, limit := range []int64{1000, 2500, 10000} {
@@ -217,4 +185,29 @@ func BenchmarkPagedList(b *testing.B) {
 			}
 		})
 	}
+}
+
+// writeVersions opens a backend without fsync or timed releases (closed
+// when b ends) and writes keys prefix+"00000"... each versions times, with
+// values of size bytes, 100 keys a transaction.
+func writeVersions(b *testing.B, prefix string, keys, versions, size int) *bolt.Backend {
+	b.Helper()
+	be, err := bolt.Open(bolt.Config{Path: filepath.Join(b.TempDir(), "state.db"), NoSync: true, ReleaseInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	value := make([]byte, size)
+	for v := range versions {
+		for i := 0; i < keys; i += 100 {
+			var ops []storage.Op
+			for j := i; j < min(i+100, keys); j++ {
+				ops = append(ops, storage.Op{Type: storage.OpPut, Key: fmt.Appendf(nil, "%s%05d", prefix, j), Value: value})
+			}
+			if _, err := be.Txn(context.Background(), nil, ops, nil); err != nil {
+				b.Fatal(v, err)
+			}
+		}
+	}
+	return be
 }
