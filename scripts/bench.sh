@@ -14,8 +14,15 @@
 #  - With ../shared/bench and its built tools, the upstream kube-apiserver +
 #    etcd pair is measured in the same run with the same tools, and
 #    skiff/upstream ratios are reported.
+#  - Alternating pairs (BENCH_PAIRS, default 3; 0 skips): Skiff's API
+#    server alone and the upstream pair, each on a fresh server, the same
+#    ConfigMap load and server-side apply, round by round. One SSA run of
+#    1000 Deployments lasts ~1-2 s and varies ±20% here, so the report gives
+#    each round, the ratio of the means, and each side's server CPU per
+#    apply (the upstream side: kube-apiserver + etcd).
 # Knobs: SKIFF_BIN, BENCH_N (ConfigMaps), BENCH_C (clients), BENCH_SSA_N
-# (Deployments), BENCH_CRDS, BENCH_SETTLE (seconds before memory readings).
+# (Deployments), BENCH_CRDS, BENCH_SETTLE (seconds before memory readings),
+# BENCH_PAIRS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SKIFF_BIN:-$root/bin/skiff}
@@ -24,6 +31,7 @@ C=${BENCH_C:-16}
 SSA_N=${BENCH_SSA_N:-1000}
 CRDS=${BENCH_CRDS:-20}
 SETTLE=${BENCH_SETTLE:-15}
+PAIRS=${BENCH_PAIRS:-3}
 out=$root/bench-results
 shared=$root/../shared/bench
 baseline=${BASELINE_DIR:-$HOME/.cache/skiff-baseline}/bin
@@ -43,6 +51,7 @@ go build -o "$work/crdload" "$root/tests/bench/crdload"
 log() { echo "bench: $*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mem() { awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s=%d ", $1, $2/1024}' "/proc/$1/status" | sed 's/://g'; }
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat") )); done; echo "$t"; }
 kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; } # pid field -> kB
 mem_peak() { echo "$(mem "$1") VmHWM=$(( $(kb "$1" VmHWM) / 1024 ))"; } # mem plus the peak, MB
 now_ms() { date +%s%3N; }
@@ -374,6 +383,61 @@ else
   log "upstream baseline not built (bash ../shared/bench/build-baseline.sh apibench etcd kas); measuring skiff only"
 fi
 
+# Alternating pairs: "label round load-json ssa-json cpu-ticks-of-the-ssa-run" lines.
+pairs=""
+if [ -n "$up_ready" ] && [ "$PAIRS" -gt 0 ]; then
+  for r in $(seq 1 "$PAIRS"); do
+    log "pair $r/$PAIRS: skiff API only, then upstream: ConfigMap load ($N), server-side apply ($SSA_N)"
+    start_skiff "$work/pair-skiff-$r" "$port" --disable-controller-manager --disable-scheduler
+    run l "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -n "$N" -c "$C" -label skiff-api-only
+    c0=$(cpu_ticks "$SKIFF_PID")
+    run a "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -mode ssa -n "$SSA_N" -c "$C" -label skiff-api-only
+    pairs+="skiff $r $l $a $(( $(cpu_ticks "$SKIFF_PID") - c0 ))"$'\n'
+    stop_skiff
+    start_upstream "$work/pair-upstream-$r"
+    run l "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -n "$N" -c "$C" -label upstream-kube-apiserver+etcd
+    c0=$(cpu_ticks $UP_PIDS)
+    run a "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -mode ssa -n "$SSA_N" -c "$C" -label upstream-kube-apiserver+etcd
+    pairs+="upstream $r $l $a $(( $(cpu_ticks $UP_PIDS) - c0 ))"$'\n'
+    stop_upstream
+  done
+fi
+pair_report=""
+if [ -n "$pairs" ]; then
+  pair_report=$(PAIRS_DATA="$pairs" SSA_N="$SSA_N" TICK="$(getconf CLK_TCK)" python3 - <<'PY'
+import json, os
+rows = {"skiff": [], "upstream": []}
+for line in os.environ["PAIRS_DATA"].splitlines():
+    f = line.split(" ", 2)
+    if len(f) < 3:
+        continue
+    rest = f[2]
+    try:
+        dec = json.JSONDecoder()
+        load, i = dec.raw_decode(rest)
+        ssa, j = dec.raw_decode(rest[i:].lstrip())
+        ticks = int(rest[i:].lstrip()[j:].strip())
+    except ValueError:
+        print("pair %s %s: FAILED: %s" % (f[0], f[1], rest[:200]))
+        continue
+    rows[f[0]].append((int(f[1]), load, ssa, ticks))
+n, tick = int(os.environ["SSA_N"]), float(os.environ["TICK"])
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+for side in ("skiff", "upstream"):
+    for r, load, ssa, ticks in rows[side]:
+        print("pair %d %-8s ConfigMap creates/s %6.0f  SSA first applies/s %5.0f (p99 %5.1f ms)  re-applies/s %5.0f (p99 %5.1f ms)  server CPU %.2f ms/apply" % (
+            r, side, load["creates_per_s"], ssa["creates_per_s"], ssa["create_p99_ms"], ssa["updates_per_s"], ssa["update_p99_ms"], ticks / tick * 1000 / (2 * n)))
+if rows["skiff"] and rows["upstream"]:
+    m = {side: {k: mean([row[1 if k == "load" else 2][key] for row in rows[side]]) for k, key in (("load", "creates_per_s"), ("first", "creates_per_s"), ("re", "updates_per_s"))} for side in rows}
+    cpu = {side: mean([row[3] / tick * 1000 / (2 * n) for row in rows[side]]) for side in rows}
+    print("pairs (%d rounds), skiff API only/upstream, ratio of means: SSA first applies %.2fx, re-applies %.2fx (target >= 2x); ConfigMap creates %.2fx; server CPU per apply %.2f vs %.2f ms (%.2fx less)" % (
+        min(len(rows["skiff"]), len(rows["upstream"])), m["skiff"]["first"] / m["upstream"]["first"], m["skiff"]["re"] / m["upstream"]["re"],
+        m["skiff"]["load"] / m["upstream"]["load"], cpu["skiff"], cpu["upstream"], cpu["upstream"] / cpu["skiff"]))
+PY
+)
+fi
+
 ratios=""
 if [ -n "$up_load" ]; then
   ratios=$(python3 - "$skiff_load" "$up_load" "$skiff_ssa" "$up_ssa" "$api_load" "$api_ssa" <<'PY'
@@ -416,6 +480,7 @@ report="$out/api-$(date +%Y%m%d-%H%M%S).txt"
     echo "upstream $CRDS CRDs (settled ${SETTLE}s): $up_crd"
   fi
   if [ -n "$ratios" ]; then echo "$ratios"; fi
+  if [ -n "$pair_report" ]; then echo "$pair_report"; fi
 } > "$report"
 echo
 echo "=== bench report: $report"
