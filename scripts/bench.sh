@@ -389,16 +389,16 @@ if [ -n "$up_ready" ] && [ "$PAIRS" -gt 0 ]; then
   for r in $(seq 1 "$PAIRS"); do
     log "pair $r/$PAIRS: skiff API only, then upstream: ConfigMap load ($N), server-side apply ($SSA_N)"
     start_skiff "$work/pair-skiff-$r" "$port" --disable-controller-manager --disable-scheduler
-    run l "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -n "$N" -c "$C" -label skiff-api-only
+    run pair_load "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -n "$N" -c "$C" -label skiff-api-only
     c0=$(cpu_ticks "$SKIFF_PID")
-    run a "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -mode ssa -n "$SSA_N" -c "$C" -label skiff-api-only
-    pairs+="skiff $r $l $a $(( $(cpu_ticks "$SKIFF_PID") - c0 ))"$'\n'
+    run pair_ssa "$work/loadgen" -kubeconfig "$work/pair-skiff-$r/kubeconfig.yaml" -mode ssa -n "$SSA_N" -c "$C" -label skiff-api-only
+    pairs+="skiff $r $pair_load $pair_ssa $(( $(cpu_ticks "$SKIFF_PID") - c0 ))"$'\n'
     stop_skiff
     start_upstream "$work/pair-upstream-$r"
-    run l "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -n "$N" -c "$C" -label upstream-kube-apiserver+etcd
+    run pair_load "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -n "$N" -c "$C" -label upstream-kube-apiserver+etcd
     c0=$(cpu_ticks $UP_PIDS)
-    run a "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -mode ssa -n "$SSA_N" -c "$C" -label upstream-kube-apiserver+etcd
-    pairs+="upstream $r $l $a $(( $(cpu_ticks $UP_PIDS) - c0 ))"$'\n'
+    run pair_ssa "$work/loadgen" -kubeconfig "$work/pair-upstream-$r/admin.kubeconfig" -mode ssa -n "$SSA_N" -c "$C" -label upstream-kube-apiserver+etcd
+    pairs+="upstream $r $pair_load $pair_ssa $(( $(cpu_ticks $UP_PIDS) - c0 ))"$'\n'
     stop_upstream
   done
 fi
