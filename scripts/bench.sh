@@ -406,34 +406,32 @@ pair_report=""
 if [ -n "$pairs" ]; then
   pair_report=$(PAIRS_DATA="$pairs" SSA_N="$SSA_N" TICK="$(getconf CLK_TCK)" python3 - <<'PY'
 import json, os
+n, tick = int(os.environ["SSA_N"]), float(os.environ["TICK"])
 rows = {"skiff": [], "upstream": []}
 for line in os.environ["PAIRS_DATA"].splitlines():
     f = line.split(" ", 2)
     if len(f) < 3:
         continue
-    rest = f[2]
     try:
         dec = json.JSONDecoder()
-        load, i = dec.raw_decode(rest)
-        ssa, j = dec.raw_decode(rest[i:].lstrip())
-        ticks = int(rest[i:].lstrip()[j:].strip())
+        load, i = dec.raw_decode(f[2])
+        rest = f[2][i:].lstrip()
+        ssa, j = dec.raw_decode(rest)
+        ticks = int(rest[j:].strip())
     except ValueError:
-        print("pair %s %s: FAILED: %s" % (f[0], f[1], rest[:200]))
+        print("pair %s %s: FAILED: %s" % (f[0], f[1], f[2][:200]))
         continue
-    rows[f[0]].append((int(f[1]), load, ssa, ticks))
-n, tick = int(os.environ["SSA_N"]), float(os.environ["TICK"])
-def mean(xs):
-    return sum(xs) / len(xs) if xs else float("nan")
+    rows[f[0]].append({"round": int(f[1]), "load": load["creates_per_s"], "first": ssa["creates_per_s"], "first_p99": ssa["create_p99_ms"],
+                       "re": ssa["updates_per_s"], "re_p99": ssa["update_p99_ms"], "cpu_ms": ticks / tick * 1000 / (2 * n)})
 for side in ("skiff", "upstream"):
-    for r, load, ssa, ticks in rows[side]:
+    for r in rows[side]:
         print("pair %d %-8s ConfigMap creates/s %6.0f  SSA first applies/s %5.0f (p99 %5.1f ms)  re-applies/s %5.0f (p99 %5.1f ms)  server CPU %.2f ms/apply" % (
-            r, side, load["creates_per_s"], ssa["creates_per_s"], ssa["create_p99_ms"], ssa["updates_per_s"], ssa["update_p99_ms"], ticks / tick * 1000 / (2 * n)))
+            r["round"], side, r["load"], r["first"], r["first_p99"], r["re"], r["re_p99"], r["cpu_ms"]))
 if rows["skiff"] and rows["upstream"]:
-    m = {side: {k: mean([row[1 if k == "load" else 2][key] for row in rows[side]]) for k, key in (("load", "creates_per_s"), ("first", "creates_per_s"), ("re", "updates_per_s"))} for side in rows}
-    cpu = {side: mean([row[3] / tick * 1000 / (2 * n) for row in rows[side]]) for side in rows}
+    m = {side: {k: sum(r[k] for r in rs) / len(rs) for k in ("load", "first", "re", "cpu_ms")} for side, rs in rows.items()}
+    s, u = m["skiff"], m["upstream"]
     print("pairs (%d rounds), skiff API only/upstream, ratio of means: SSA first applies %.2fx, re-applies %.2fx (target >= 2x); ConfigMap creates %.2fx; server CPU per apply %.2f vs %.2f ms (%.2fx less)" % (
-        min(len(rows["skiff"]), len(rows["upstream"])), m["skiff"]["first"] / m["upstream"]["first"], m["skiff"]["re"] / m["upstream"]["re"],
-        m["skiff"]["load"] / m["upstream"]["load"], cpu["skiff"], cpu["upstream"], cpu["upstream"] / cpu["skiff"]))
+        min(len(rows["skiff"]), len(rows["upstream"])), s["first"] / u["first"], s["re"] / u["re"], s["load"] / u["load"], s["cpu_ms"], u["cpu_ms"], u["cpu_ms"] / s["cpu_ms"]))
 PY
 )
 fi
