@@ -39,8 +39,16 @@ modules:
 assets: modules
 	GO=$(GO) ./scripts/build-assets.sh
 
+# Profile-guided: go build's default -pgo=auto compiles with
+# cmd/skiff/default.pgo (scripts/pgo-profile.sh, `make pgo`).
 build: assets
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/skiff
+
+# Regenerates cmd/skiff/default.pgo from the built binary under the
+# benchmarks' loads; the next build recompiles every package with it.
+.PHONY: pgo
+pgo: build
+	SKIFF_BIN=$(CURDIR)/$(BIN) ./scripts/pgo-profile.sh
 
 # The downloadable artifact: a launcher and the binary xz-compressed
 # (embedded/sfx); it extracts itself on first use. Needs xz-utils.

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Regenerates cmd/skiff/default.pgo, the CPU profile that `go build`
+# uses for profile-guided optimization of the skiff binary (-pgo=auto
+# picks up default.pgo in the main package's directory; see
+# docs/ARCHITECTURE.md, "Build"). It profiles the built binary
+# ($SKIFF_BIN, default bin/skiff) under the loads the benchmarks measure,
+# each on a fresh server with --disable-agent, through the API server's
+# /debug/pprof (profiling=true):
+#  - server-side apply of Deployments, API server alone (loadgen -mode ssa),
+#    twice, as it is the heaviest request path;
+#  - ConfigMap creates, API server alone (loadgen);
+#  - the whole server (controllers, scheduler) binding pods to 1000
+#    simulated nodes (schedbench -mode throughput), profiled once the
+#    nodes are schedulable;
+#  - start-up, from process start ($SKIFF_STARTUP_CPU_PROFILE).
+# The profiles are merged with `go tool pprof -proto`. Regenerate after
+# large changes to the request path; a stale profile only loses some of
+# the gain (the compiler matches it by function name).
+# Knobs: SKIFF_BIN, PGO_SECONDS (per load, default 10), PGO_OUT.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${SKIFF_BIN:-$root/bin/skiff}
+secs=${PGO_SECONDS:-10}
+out=${PGO_OUT:-$root/cmd/skiff/default.pgo}
+[ -x "$bin" ] || { echo "pgo-profile: $bin not built (make build)" >&2; exit 1; }
+work=$(mktemp -d)
+SERVER_PID="" LOAD_PID=""
+stop() {
+  if [ -n "$LOAD_PID" ]; then # the load loop, then the run it is in
+    pkill -P "$LOAD_PID" 2>/dev/null || true; kill "$LOAD_PID" 2>/dev/null || true; wait "$LOAD_PID" 2>/dev/null || true
+  fi
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  SERVER_PID="" LOAD_PID=""
+}
+trap 'stop; rm -rf "$work"' EXIT
+go build -o "$work/loadgen" "$root/tests/bench/loadgen"
+go build -o "$work/schedbench" "$root/tests/bench/schedbench"
+log() { echo "pgo-profile: $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() { # dir [server flags]: starts a server, waits for /readyz and its kubeconfig
+  local dir=$1 port deadline
+  shift
+  port=$(free_port)
+  "$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 \
+    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent --kube-apiserver-arg profiling=true "$@" >"$dir.log" 2>&1 &
+  SERVER_PID=$!
+  deadline=$(( $(date +%s) + 120 ))
+  until curl -sfk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && [ -s "$dir/kubeconfig.yaml" ]; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+      log "server not ready; log tail:"; tail -20 "$dir.log" >&2; return 1
+    fi
+    sleep 0.05
+  done
+}
+profile() { # dir file: CPU profile of the running server for $secs seconds
+  KUBECONFIG="$1/kubeconfig.yaml" "$bin" kubectl get --raw "/debug/pprof/profile?seconds=$secs" >"$2"
+  [ -s "$2" ] || { log "empty profile $2"; return 1; }
+}
+api_load() { # name loadgen-args...: profile the API server alone under a repeated loadgen run
+  local name=$1 dir=$work/$1
+  shift
+  log "$name"
+  start "$dir" --disable-controller-manager --disable-scheduler
+  sleep 3 # past the start-up GC phase
+  (while :; do "$work/loadgen" -kubeconfig "$dir/kubeconfig.yaml" -c 16 -label pgo "$@" >/dev/null || exit 1; done) &
+  LOAD_PID=$!
+  sleep 1
+  profile "$dir" "$work/$name.pprof"
+  stop
+}
+
+api_load ssa1 -mode ssa -n 1000
+api_load ssa2 -mode ssa -n 1000
+api_load create -n 3000
+
+log "scheduler: 1000 simulated nodes, pods bound"
+start "$work/sched"
+"$work/schedbench" -kubeconfig "$work/sched/kubeconfig.yaml" -mode throughput -nodes 1000 -pods 10000 >/dev/null 2>"$work/sched.err" &
+LOAD_PID=$!
+deadline=$(( $(date +%s) + 300 ))
+until grep -q "nodes schedulable" "$work/sched.err"; do
+  if ! kill -0 "$LOAD_PID" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+    log "schedbench did not get its nodes schedulable:"; tail -5 "$work/sched.err" >&2; exit 1
+  fi
+  sleep 0.2
+done
+profile "$work/sched" "$work/sched.pprof"
+stop
+
+log "start-up"
+SKIFF_STARTUP_CPU_PROFILE=$work/start.pprof SKIFF_STARTUP_CPU_PROFILE_SECONDS=3 start "$work/start"
+sleep 4 # the start-up profile covers the first 3 s
+stop
+[ -s "$work/start.pprof" ] || { log "no start-up profile"; exit 1; }
+
+go tool pprof -proto "$work"/ssa1.pprof "$work"/ssa2.pprof "$work"/create.pprof "$work"/sched.pprof "$work"/start.pprof >"$work/merged.pgo"
+mv "$work/merged.pgo" "$out"
+log "wrote $out ($(wc -c <"$out") bytes)"
