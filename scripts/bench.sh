@@ -49,12 +49,11 @@ go build -o "$work/loadgen" "$root/tests/bench/loadgen"
 go build -o "$work/crdload" "$root/tests/bench/crdload"
 
 log() { echo "bench: $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$root/scripts/server-lib.sh" # free_port, now_ms, wait_ready, start_skiff, stop_skiff
 mem() { awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s=%d ", $1, $2/1024}' "/proc/$1/status" | sed 's/://g'; }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat") )); done; echo "$t"; }
 kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; } # pid field -> kB
 mem_peak() { echo "$(mem "$1") VmHWM=$(( $(kb "$1" VmHWM) / 1024 ))"; } # mem plus the peak, MB
-now_ms() { date +%s%3N; }
 # run VAR cmd...: VAR=stdout of cmd, or "FAILED (exit N)" (and the run fails at the end).
 run() {
   local _run_var=$1 _run_out _run_rc=0; shift
@@ -62,28 +61,6 @@ run() {
   if [ $_run_rc -ne 0 ]; then _run_out="FAILED (exit $_run_rc): $*"; failed=1; log "$_run_out"; fi
   printf -v "$_run_var" '%s' "$_run_out"
 }
-wait_ready() { # url pid log: polls /readyz for up to 120 s while pid lives
-  local deadline=$(( $(date +%s) + 120 ))
-  until curl -sfk "$1/readyz" >/dev/null 2>&1; do
-    if ! kill -0 "$2" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
-      log "server at $1 not ready; log tail:"; tail -20 "$3" >&2; return 1
-    fi
-    sleep 0.02
-  done
-}
-
-start_skiff() { # dir port [server flags] -> SKIFF_PID, READY_MS; waits for /readyz and the kubeconfig
-  local dir=$1 port=$2 t0
-  shift 2
-  t0=$(now_ms)
-  "$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 \
-    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent "$@" >>"$dir.log" 2>&1 &
-  SKIFF_PID=$!
-  wait_ready "https://127.0.0.1:$port" "$SKIFF_PID" "$dir.log"
-  READY_MS=$(( $(now_ms) - t0 ))
-  until [ -f "$dir/kubeconfig.yaml" ]; do sleep 0.02; done
-}
-stop_skiff() { kill "$SKIFF_PID"; wait "$SKIFF_PID" 2>/dev/null || true; SKIFF_PID=""; }
 
 start_upstream() { # dir -> UP_DIR, UP_PIDS, UP_READY_MS
   local dir=$1 port t0

@@ -27,35 +27,25 @@ secs=${PGO_SECONDS:-10}
 out=${PGO_OUT:-$root/cmd/skiff/default.pgo}
 [ -x "$bin" ] || { echo "pgo-profile: $bin not built (make build)" >&2; exit 1; }
 work=$(mktemp -d)
-SERVER_PID="" LOAD_PID=""
+SKIFF_PID="" LOAD_PID=""
 stop() {
   if [ -n "$LOAD_PID" ]; then # the load loop, then the run it is in
     pkill -P "$LOAD_PID" 2>/dev/null || true; kill "$LOAD_PID" 2>/dev/null || true; wait "$LOAD_PID" 2>/dev/null || true
   fi
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  SERVER_PID="" LOAD_PID=""
+  if [ -n "$SKIFF_PID" ]; then stop_skiff || true; fi
+  LOAD_PID=""
 }
 trap 'stop; rm -rf "$work"' EXIT
 go build -o "$work/loadgen" "$root/tests/bench/loadgen"
 go build -o "$work/schedbench" "$root/tests/bench/schedbench"
 log() { echo "pgo-profile: $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-start() { # dir [server flags]: starts a server, waits for /readyz and its kubeconfig
-  local dir=$1 port deadline
+. "$root/scripts/server-lib.sh" # start_skiff, stop_skiff, free_port
+start() { # dir [server flags]: a server on a free port, its profiling endpoints on
+  local dir=$1
   shift
-  port=$(free_port)
-  "$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 \
-    --write-kubeconfig "$dir/kubeconfig.yaml" --disable-agent --kube-apiserver-arg profiling=true "$@" >"$dir.log" 2>&1 &
-  SERVER_PID=$!
-  deadline=$(( $(date +%s) + 120 ))
-  until curl -sfk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && [ -s "$dir/kubeconfig.yaml" ]; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
-      log "server not ready; log tail:"; tail -20 "$dir.log" >&2; return 1
-    fi
-    sleep 0.05
-  done
+  start_skiff "$dir" "$(free_port)" --kube-apiserver-arg profiling=true "$@"
 }
+
 profile() { # dir file [seconds]: CPU profile of the running server ($secs seconds by default)
   KUBECONFIG="$1/kubeconfig.yaml" "$bin" kubectl get --raw "/debug/pprof/profile?seconds=${3:-$secs}" >"$2"
   [ -s "$2" ] || { log "empty profile $2"; return 1; }
