@@ -160,16 +160,42 @@ func mappingEnd(maps []byte, start uintptr) (uintptr, error) {
 	return 0, fmt.Errorf("no mapping starts at %#x", start)
 }
 
-// releaseLoop calls ReleaseMapped every interval until the backend closes.
-func (b *Backend) releaseLoop(interval time.Duration) {
-	t := time.NewTicker(interval)
+// releaseDue reports whether releaseLoop releases now: every interval,
+// and every busy interval while the revision moves (writes commit). What
+// a write maps is mostly read once: the leaf of a key it checks or
+// replaces (a pod's name lands anywhere in the key order) and the pages
+// around it that the fault maps too; the branch pages every write reads
+// fault back in at a minor fault per window after each release.
+func releaseDue(sinceLast, interval, busy time.Duration, revMoved bool) bool {
+	if sinceLast >= interval {
+		return true
+	}
+	return revMoved && busy > 0 && sinceLast >= busy
+}
+
+// releaseLoop calls ReleaseMapped when releaseDue until the backend
+// closes.
+func (b *Backend) releaseLoop(interval, busy time.Duration) {
+	tick := interval
+	if busy > 0 && busy < interval {
+		tick = busy
+	}
+	last, lastRev := time.Now(), b.CurrentRevision()
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
+		var now time.Time
 		select {
 		case <-b.stop:
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
+		// Half a tick of slack: ticks arrive a little late or early.
+		rev := b.CurrentRevision()
+		if !releaseDue(now.Sub(last)+tick/2, interval, busy, rev != lastRev) {
+			continue
+		}
+		last, lastRev = now, rev
 		if _, err := b.ReleaseMapped(); err != nil {
 			select {
 			case <-b.stop: // closed meanwhile

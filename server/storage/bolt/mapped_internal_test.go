@@ -1,9 +1,13 @@
 package bolt
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/skiff-sh/skiff/server/storage"
 )
 
 func TestMappingEnd(t *testing.T) {
@@ -77,4 +81,62 @@ func TestScanReleaseWindows(t *testing.T) {
 	}
 	var nilScan *scanRelease
 	nilScan.add(at(0, 1)) // a nil scanRelease counts nothing
+}
+
+func TestReleaseDue(t *testing.T) {
+	const interval, busy = 30 * time.Second, 2 * time.Second
+	tests := []struct {
+		name     string
+		since    time.Duration
+		interval time.Duration
+		busy     time.Duration
+		revMoved bool
+		wantDue  bool
+	}{
+		{"idle, before the interval", 10 * time.Second, interval, busy, false, false},
+		{"idle, at the interval", interval, interval, busy, false, true},
+		{"writes, before the busy interval", time.Second, interval, busy, true, false},
+		{"writes, at the busy interval", busy, interval, busy, true, true},
+		{"writes, no busy interval", 10 * time.Second, interval, 0, true, false},
+		{"writes, no busy interval, at the interval", interval, interval, 0, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := releaseDue(tt.since, tt.interval, tt.busy, tt.revMoved); got != tt.wantDue {
+				t.Errorf("releaseDue(%v, %v, %v, %v) = %v, want %v", tt.since, tt.interval, tt.busy, tt.revMoved, got, tt.wantDue)
+			}
+		})
+	}
+}
+
+// TestReleaseLoopFollowsWrites runs the loop with a long interval and a
+// short busy one: it releases soon after a write and not while idle.
+func TestReleaseLoopFollowsWrites(t *testing.T) {
+	const busy = 20 * time.Millisecond
+	b, err := Open(Config{Path: filepath.Join(t.TempDir(), "state.db"), NoSync: true, ReleaseInterval: time.Hour, BusyReleaseInterval: busy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	time.Sleep(10 * busy)
+	if n := b.releases.Load(); n != 0 {
+		t.Fatalf("%d releases without a write, want none before the hour", n)
+	}
+	op := storage.Op{Type: storage.OpPut, Key: []byte("/registry/things/a"), Value: []byte("v")}
+	if _, err := b.Txn(context.Background(), nil, []storage.Op{op}, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.releases.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no release within 5 s of a write")
+		}
+		time.Sleep(busy / 2)
+	}
+	time.Sleep(3 * busy) // a release already underway may still land
+	n := b.releases.Load()
+	time.Sleep(10 * busy)
+	if m := b.releases.Load(); m != n {
+		t.Errorf("%d more releases without writes, want none", m-n)
+	}
 }
