@@ -56,10 +56,10 @@ type Config struct {
 	// 30 s; negative: never).
 	ReleaseInterval time.Duration
 	// BusyReleaseInterval is how often they are unmapped while writes
-	// commit (default 2 s; releaseDue): a write maps the pages its
-	// transaction reads, and a 1000-node cluster's writes mapped ~10 MB
-	// of the file a second. Zero or more than ReleaseInterval: only
-	// every ReleaseInterval.
+	// commit (releaseDue; 2 s when ReleaseInterval is left to its
+	// default too): a write maps the pages its transaction reads, and a
+	// 1000-node cluster's writes mapped ~10 MB of the file a second.
+	// Zero or more than ReleaseInterval: only every ReleaseInterval.
 	BusyReleaseInterval time.Duration
 	// ScanRelease: a read or a compaction that maps more than this many
 	// bytes of the file (estimated from the fault windows its values lie
