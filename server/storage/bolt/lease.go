@@ -92,10 +92,15 @@ func (b *Backend) LeaseKeepAlive(_ context.Context, id int64) (storage.LeaseInfo
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	l, ok := b.leases[id]
-	if !ok {
+	now := time.Now()
+	if !ok || now.After(l.expiry) {
+		// An expired lease is being revoked (expireLeases) and cannot be
+		// renewed, as in etcd's lessor: its keys may already be gone
+		// from the database while the lease is still in the map, until
+		// the revocation's commit removes it.
 		return storage.LeaseInfo{}, storage.ErrLeaseNotFound
 	}
-	l.expiry = time.Now().Add(time.Duration(l.ttl) * time.Second)
+	l.expiry = now.Add(time.Duration(l.ttl) * time.Second)
 	return storage.LeaseInfo{ID: id, TTL: l.ttl, GrantedTTL: l.ttl}, nil
 }
 
