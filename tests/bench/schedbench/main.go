@@ -42,6 +42,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -624,8 +625,19 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 10*time.Second, "simulated nodes' Lease renewal interval (kubelet: 10s)")
 	readyTimeout := flag.Duration("ready-timeout", 4*time.Minute, "how long to wait for the nodes to be schedulable before measuring anyway")
 	label := flag.String("label", "", "label for the result line")
+	cpuProfile := flag.String("cpuprofile", "", "write the tool's own CPU profile (load generator and simulated nodes) to this file")
 	flag.Parse()
-
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "schedbench:", err)
+			os.Exit(2)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "schedbench:", err)
@@ -649,6 +661,7 @@ func main() {
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "schedbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
