@@ -73,18 +73,14 @@ func TestSchedulingBatchesUnconstrainedPods(t *testing.T) {
 			t.Fatalf("create pod %d: %v", i, err)
 		}
 	}
-	waitFor(t, 60*time.Second, "all pods bound", func() (bool, error) {
-		pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=batch"})
-		if err != nil {
-			return false, err
-		}
+	wlWaitPods(t, cs, ns, "app=batch", 60*time.Second, "all pods bound", func(pods []v1.Pod) bool {
 		bound := 0
-		for _, p := range pods.Items {
+		for _, p := range pods {
 			if p.Spec.NodeName != "" {
 				bound++
 			}
 		}
-		return bound == n, nil
+		return bound == n
 	})
 	if after := batchHints(t, cs); after <= before {
 		t.Fatalf("scheduler_batch_attempts_total{result=\"hint_used\"}: %v before, %v after scheduling %d identical bare pods; want an increase", before, after, n)
