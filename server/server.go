@@ -113,10 +113,15 @@ func memTrim(log *slog.Logger, after func()) memtrim.Config {
 // 500-2000; idle, the whole server with its node writes ~75 in the first
 // half second after ready, then under 10/s), or from 1 s after ready
 // more than 16 MB/s allocated (idle: ~40 MB in the first second, then
-// ~2.5 MB/s; a client load 50-150 MB/s). Before, only 256 MB allocated
-// ended it early: ConfigMap creates right after ready ran at half the
-// rate of creates after settling (bench-results/startup-gc-load-
-// 20261205.txt).
+// ~2.5 MB/s; a client load 50-150 MB/s), both over half a second; or
+// more than 100 writes in any 100 ms check (the whole server's idle
+// start wrote at most 12 in one, and 40 in a half second). Before, only
+// 256 MB allocated ended it early: ConfigMap creates right after ready
+// ran at half the rate of creates after settling (bench-results/startup-
+// gc-load-20261205.txt). Without the 100 ms rule the first ~0.5 s of such
+// a load still ran at GOGC 10, ~20 collections, and 3000 creates right
+// after ready took ~25% more server CPU than the same creates later
+// (bench-results/session56-settle-burst-20261208.txt).
 //
 // Go never moves objects, and the fewer collections run while the
 // long-lived heap is built among start-up garbage, the more sparsely it
@@ -142,7 +147,7 @@ func memTrim(log *slog.Logger, after func()) memtrim.Config {
 // were served from ~2.8-2.9 to ~3.1-3.3 s (4.0 s at 10; upstream ~3.4).
 func startGC(log *slog.Logger, tune *gctune.Config) gctune.Startup {
 	s := gctune.Startup{Percent: 30, SettlePercent: 10, SettleTime: 10 * time.Second,
-		SettleWrites: 200, SettleRate: 16 << 20, SettleGrace: time.Second, HoldPercent: 30}
+		SettleWrites: 200, SettleRate: 16 << 20, SettleGrace: time.Second, SettleBurst: 100, HoldPercent: 30}
 	if tune != nil {
 		t := *tune
 		t.OnChange = func(p int) { log.Debug("GC target", "GOGC", p) }

@@ -42,6 +42,7 @@ func TestStartupPhases(t *testing.T) {
 		settleWrites uint64
 		settleRate   uint64
 		settleGrace  time.Duration
+		settleBurst  uint64
 		alloc        bool // allocate after Ready, for a second
 		write        bool // count writes after Ready
 		wantSettled  bool // the process's target is back within 3 s
@@ -53,11 +54,14 @@ func TestStartupPhases(t *testing.T) {
 		{name: "a quiet process settles only when its time is up", settleTime: time.Hour, settleRate: 1 << 40},
 		{name: "writes end the settle phase, even in the grace", settleTime: time.Hour, settleWrites: 100, settleGrace: time.Hour, write: true, wantSettled: true},
 		{name: "fewer writes do not end it", settleTime: time.Hour, settleWrites: 10000, write: true},
+		// ~650 writes/s is ~65 per burst check; only the burst rule is on.
+		{name: "a burst of writes ends the settle phase", settleTime: time.Hour, settleRate: 1 << 40, settleBurst: 40, write: true, wantSettled: true},
+		{name: "a smaller burst does not end it", settleTime: time.Hour, settleRate: 1 << 40, settleBurst: 200, write: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer debug.SetGCPercent(debug.SetGCPercent(73))
-			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleWrites: tt.settleWrites, SettleRate: tt.settleRate, SettleGrace: tt.settleGrace}.Begin()
+			r := Startup{Percent: 30, SettlePercent: 10, SettleTime: tt.settleTime, SettleWrites: tt.settleWrites, SettleRate: tt.settleRate, SettleGrace: tt.settleGrace, SettleBurst: tt.settleBurst}.Begin()
 			if p := gcPercent(); p != 30 {
 				t.Fatalf("after Begin GOGC = %d, want 30", p)
 			}
@@ -140,7 +144,7 @@ func TestSettleAfterHandOver(t *testing.T) {
 			}
 			var writes atomic.Uint64
 			r.Ready(t.Context(), writes.Load)
-			r.end(t.Context()) // hand over now, as start-up would once settled
+			r.end(t.Context(), false) // hand over now, as start-up would once settled
 			if p := gcPercent(); p != 55 {
 				t.Fatalf("tuned: GOGC = %d, want 55", p)
 			}
@@ -163,5 +167,36 @@ func TestSettleAfterHandOver(t *testing.T) {
 				t.Fatalf("tuner's target back = %v (GOGC %d), want %v", got, gcPercent(), tt.wantBack)
 			}
 		})
+	}
+}
+
+// forcedGCs is the count of collections the program forced (runtime.GC,
+// debug.FreeOSMemory).
+func forcedGCs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestEndFreesMemoryOnlyWhenQuiet: the hand-over returns start-up's free
+// heap to the OS (a forced collection) when time ended the settle phase,
+// and not when load did.
+func TestEndFreesMemoryOnlyWhenQuiet(t *testing.T) {
+	for _, load := range []bool{false, true} {
+		defer debug.SetGCPercent(debug.SetGCPercent(73))
+		r := Startup{Percent: 30, SettlePercent: 10, SettleTime: time.Hour}.Begin()
+		r.Serving()
+		before := forcedGCs()
+		r.end(t.Context(), load)
+		if p := gcPercent(); p != 73 {
+			t.Fatalf("load %v: GOGC = %d after the hand-over, want 73", load, p)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for forcedGCs() == before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if forced := forcedGCs() > before; forced == load {
+			t.Fatalf("load %v: forced collection = %v, want %v", load, forced, !load)
+		}
 	}
 }
