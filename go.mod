@@ -299,7 +299,7 @@ replace k8s.io/cluster-bootstrap => k8s.io/cluster-bootstrap v0.37.2
 
 replace k8s.io/code-generator => k8s.io/code-generator v0.37.2
 
-replace k8s.io/component-base => k8s.io/component-base v0.37.2
+replace k8s.io/component-base => ./.build/modules/k8s.io/component-base
 
 replace k8s.io/component-helpers => k8s.io/component-helpers v0.37.2
 

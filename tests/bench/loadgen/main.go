@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,22 +70,38 @@ func main() {
 	n := flag.Int("n", 3000, "objects to create")
 	c := flag.Int("c", 16, "concurrent clients")
 	label := flag.String("label", "", "label for the result line")
+	trace := flag.String("trace", "", "file to write each create's start (µs from the first) and latency (µs) to, one per line, in start order")
 	flag.Parse()
 	if *mode != "create" && *mode != "ssa" {
 		fmt.Fprintf(os.Stderr, "loadgen: unknown -mode %q\n", *mode)
 		os.Exit(2)
 	}
-	if err := run(*kubeconfig, *mode, *n, *c, *label); err != nil {
+	if err := run(*kubeconfig, *mode, *n, *c, *label, *trace); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
 }
 
+// sample is one operation: when it started (since the first) and how long
+// it took.
+type sample struct{ start, lat time.Duration }
+
+// writeTrace writes samples in start order, in µs, one per line.
+func writeTrace(path string, samples []sample) error {
+	slices.SortFunc(samples, func(a, b sample) int { return int(a.start - b.start) })
+	var b strings.Builder
+	for _, s := range samples {
+		fmt.Fprintf(&b, "%d %d\n", s.start.Microseconds(), s.lat.Microseconds())
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
 // workers runs op for k = 0..n-1 on c concurrent workers and returns the
-// elapsed time and per-operation latencies.
-func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Duration, error) {
+// elapsed time and per-operation latencies, and the operations' samples.
+func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Duration, []sample, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, c)
+	samples := make([][]sample, c)
 	errs := make(chan error, c)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -100,7 +117,9 @@ func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Dura
 					errs <- err
 					return
 				}
-				lat[i] = append(lat[i], time.Since(t0))
+				d := time.Since(t0)
+				lat[i] = append(lat[i], d)
+				samples[i] = append(samples[i], sample{t0.Sub(start), d})
 			}
 		})
 	}
@@ -108,14 +127,14 @@ func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Dura
 	elapsed := time.Since(start)
 	select {
 	case err := <-errs:
-		return 0, nil, err
+		return 0, nil, nil, err
 	default:
 	}
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	return elapsed, all, nil
+	return elapsed, all, slices.Concat(samples...), nil
 }
 
 // deployment is the apply configuration loadgen applies in ssa mode.
@@ -136,7 +155,7 @@ func deployment(name, ns, image string, replicas int32) *appsv1ac.DeploymentAppl
 						corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}))))))
 }
 
-func run(kubeconfig, mode string, n, c int, label string) error {
+func run(kubeconfig, mode string, n, c int, label, trace string) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
@@ -217,9 +236,10 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 	r := result{Label: label, Mode: mode, Objects: n, Clients: c}
 	var elapsed time.Duration
 	var lat []time.Duration
+	var samples []sample
 	if mode == "ssa" {
 		applyOpts := metav1.ApplyOptions{FieldManager: "loadgen", Force: true}
-		elapsed, lat, err = workers(c, n, func(i, k int) error {
+		elapsed, lat, samples, err = workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("deploy-%06d", k)
 			created.Store(name, time.Now())
 			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:1", 1), applyOpts)
@@ -231,7 +251,7 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 		if err != nil {
 			return err
 		}
-		upElapsed, upLat, err := workers(c, n, func(i, k int) error {
+		upElapsed, upLat, _, err := workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("deploy-%06d", k)
 			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:2", 2), applyOpts)
 			if err == nil && (d.Generation != 2 || d.Spec.Template.Spec.Containers[0].Image != "registry.example/app:2") {
@@ -245,7 +265,7 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 		r.UpdatesPerS = float64(n) / upElapsed.Seconds()
 		r.UpdateP50ms, r.UpdateP99ms = percentile(upLat, 0.50), percentile(upLat, 0.99)
 	} else {
-		elapsed, lat, err = workers(c, n, func(i, k int) error {
+		elapsed, lat, samples, err = workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("cm-%06d", k)
 			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"key": "value-" + name}}
 			created.Store(name, time.Now())
@@ -253,6 +273,11 @@ func run(kubeconfig, mode string, n, c int, label string) error {
 			return err
 		})
 		if err != nil {
+			return err
+		}
+	}
+	if trace != "" {
+		if err := writeTrace(trace, samples); err != nil {
 			return err
 		}
 	}
