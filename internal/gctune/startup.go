@@ -89,7 +89,7 @@ const (
 )
 
 // Ready: the server answers. The settle target holds for SettleTime more,
-// or until load arrives (Startup.SettleWrites, SettleRate), then the
+// or until load arrives (Startup.SettleWrites, SettleRate, SettleBurst), then the
 // configured target takes over (a goroutine waits for that; it ends with
 // ctx). writes, if not nil, is a cumulative count of the server's writes.
 func (r *StartupRun) Ready(ctx context.Context, writes func() uint64) {
