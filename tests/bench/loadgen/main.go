@@ -96,11 +96,19 @@ func writeTrace(path string, samples []sample) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
+// latencies are the samples' latencies.
+func latencies(samples []sample) []time.Duration {
+	lat := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		lat[i] = s.lat
+	}
+	return lat
+}
+
 // workers runs op for k = 0..n-1 on c concurrent workers and returns the
-// elapsed time and per-operation latencies, and the operations' samples.
-func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Duration, []sample, error) {
+// elapsed time and the operations' samples.
+func workers(c, n int, op func(worker, k int) error) (time.Duration, []sample, error) {
 	var next atomic.Int64
-	lat := make([][]time.Duration, c)
 	samples := make([][]sample, c)
 	errs := make(chan error, c)
 	var wg sync.WaitGroup
@@ -117,9 +125,7 @@ func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Dura
 					errs <- err
 					return
 				}
-				d := time.Since(t0)
-				lat[i] = append(lat[i], d)
-				samples[i] = append(samples[i], sample{t0.Sub(start), d})
+				samples[i] = append(samples[i], sample{t0.Sub(start), time.Since(t0)})
 			}
 		})
 	}
@@ -127,14 +133,10 @@ func workers(c, n int, op func(worker, k int) error) (time.Duration, []time.Dura
 	elapsed := time.Since(start)
 	select {
 	case err := <-errs:
-		return 0, nil, nil, err
+		return 0, nil, err
 	default:
 	}
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	return elapsed, all, slices.Concat(samples...), nil
+	return elapsed, slices.Concat(samples...), nil
 }
 
 // deployment is the apply configuration loadgen applies in ssa mode.
@@ -235,11 +237,10 @@ func run(kubeconfig, mode string, n, c int, label, trace string) error {
 	}
 	r := result{Label: label, Mode: mode, Objects: n, Clients: c}
 	var elapsed time.Duration
-	var lat []time.Duration
 	var samples []sample
 	if mode == "ssa" {
 		applyOpts := metav1.ApplyOptions{FieldManager: "loadgen", Force: true}
-		elapsed, lat, samples, err = workers(c, n, func(i, k int) error {
+		elapsed, samples, err = workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("deploy-%06d", k)
 			created.Store(name, time.Now())
 			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:1", 1), applyOpts)
@@ -251,7 +252,7 @@ func run(kubeconfig, mode string, n, c int, label, trace string) error {
 		if err != nil {
 			return err
 		}
-		upElapsed, upLat, _, err := workers(c, n, func(i, k int) error {
+		upElapsed, upSamples, err := workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("deploy-%06d", k)
 			d, err := clients[i].AppsV1().Deployments(ns).Apply(ctx, deployment(name, ns, "registry.example/app:2", 2), applyOpts)
 			if err == nil && (d.Generation != 2 || d.Spec.Template.Spec.Containers[0].Image != "registry.example/app:2") {
@@ -263,9 +264,10 @@ func run(kubeconfig, mode string, n, c int, label, trace string) error {
 			return err
 		}
 		r.UpdatesPerS = float64(n) / upElapsed.Seconds()
+		upLat := latencies(upSamples)
 		r.UpdateP50ms, r.UpdateP99ms = percentile(upLat, 0.50), percentile(upLat, 0.99)
 	} else {
-		elapsed, lat, samples, err = workers(c, n, func(i, k int) error {
+		elapsed, samples, err = workers(c, n, func(i, k int) error {
 			name := fmt.Sprintf("cm-%06d", k)
 			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"key": "value-" + name}}
 			created.Store(name, time.Now())
@@ -308,6 +310,7 @@ func run(kubeconfig, mode string, n, c int, label, trace string) error {
 	listDur := time.Since(t0)
 
 	r.CreatesPerS = float64(n) / elapsed.Seconds()
+	lat := latencies(samples)
 	r.CreateP50ms, r.CreateP99ms = percentile(lat, 0.50), percentile(lat, 0.99)
 	r.WatchP50ms, r.WatchP99ms = percentile(seenLat, 0.50), percentile(seenLat, 0.99)
 	r.ListMs, r.ListedItems = float64(listDur.Microseconds())/1000, listed
