@@ -40,6 +40,7 @@ import (
 
 	"github.com/skiff-sh/skiff/internal/intern"
 	"github.com/skiff-sh/skiff/server/apiserver/authncache"
+	"github.com/skiff-sh/skiff/server/apiserver/handoff"
 	"github.com/skiff-sh/skiff/server/apiserver/storefactory"
 )
 
@@ -266,20 +267,25 @@ func Run(ctx context.Context, c Config) error {
 		(completed.Authentication.RequestHeader == nil || completed.Authentication.RequestHeader.ClientCAFile == "") {
 		authn.Authenticator = authncache.New(authn.Authenticator, certCacheTTL)
 	}
-	if c.Join != nil {
-		// The outermost server (the aggregator) serves every request; its
-		// chain gets the join endpoints in front of authentication.
+	{
+		// The outermost server (the aggregator) serves every request: its
+		// chain runs HTTP/2 writes on pooled goroutines (handoff) and gets
+		// the join endpoints, if any, in front of authentication.
 		g := config.Aggregator.GenericConfig
 		build := g.BuildHandlerChainFunc
 		g.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
 			chain := build(h, gc)
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if c.JoinPaths(r.URL.Path) {
-					c.Join.ServeHTTP(w, r)
-					return
-				}
-				chain.ServeHTTP(w, r)
-			})
+			if c.Join != nil {
+				inner := chain
+				chain = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if c.JoinPaths(r.URL.Path) {
+						c.Join.ServeHTTP(w, r)
+						return
+					}
+					inner.ServeHTTP(w, r)
+				})
+			}
+			return handoff.Wrap(chain)
 		}
 	}
 	phase("config")
