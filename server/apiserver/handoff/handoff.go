@@ -19,6 +19,7 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -28,8 +29,10 @@ import (
 
 // Wrap returns h, handing the requests Pooled selects to a pooled goroutine
 // while the calling goroutine waits. A panic in h reaches the caller as
-// the same value (http.ErrAbortHandler) or, for any other value, with
-// h's stack, as upstream's timeout filter passes it on.
+// the same value (http.ErrAbortHandler) or, for any other value, as a
+// string with h's stack, as upstream's timeout filter passes it on; a
+// runtime.Goexit in h ends the caller with runtime.Goexit too, so the
+// HTTP/2 server resets the stream as it would have.
 //
 // The pool is Wrap's own: its workers run only the filters in front of
 // the timeout filter, so the process's pool keeps the deeper stacks of
@@ -43,21 +46,33 @@ func Wrap(h http.Handler) http.Handler {
 		}
 		done := make(chan any, 1)
 		pool.Go(func() {
+			returned := false
 			defer func() {
 				err := recover()
-				if err != nil && err != http.ErrAbortHandler { //nolint:errorlint // the sentinel itself, as net/http compares it
+				switch {
+				case err == nil && !returned:
+					err = errGoexit
+				case err != nil && err != http.ErrAbortHandler: //nolint:errorlint // the sentinel itself, as net/http compares it
 					buf := make([]byte, 64<<10)
 					err = fmt.Sprintf("%v\n%s", err, buf[:runtime.Stack(buf, false)])
 				}
 				done <- err
 			}()
 			h.ServeHTTP(w, r)
+			returned = true
 		})
-		if err := <-done; err != nil {
+		switch err := <-done; err {
+		case nil:
+		case errGoexit:
+			runtime.Goexit()
+		default:
 			panic(err)
 		}
 	})
 }
+
+// errGoexit is what a pooled h that called runtime.Goexit hands back.
+var errGoexit = errors.New("handler called runtime.Goexit")
 
 // Pooled reports whether Wrap hands r to a pooled goroutine: an HTTP/2
 // request with a method that changes state and no upgrade.

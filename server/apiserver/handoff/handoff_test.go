@@ -2,7 +2,7 @@ package handoff
 
 import (
 	"bytes"
-	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -53,15 +53,19 @@ func TestWrapOverHTTP2(t *testing.T) {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.EnableHTTP2 = true
 	var outer, inner string
+	chain := Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner = goroutineID()
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write(append([]byte(r.Method+" "), body...))
+	}))
 	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		outer = goroutineID()
-		Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			inner = goroutineID()
-			body, _ := io.ReadAll(r.Body)
-			w.Header().Set("X-Method", r.Method)
-			w.WriteHeader(http.StatusCreated)
-			_, _ = w.Write(append([]byte(r.Method+" "), body...))
-		})).ServeHTTP(w, r)
+		chain.ServeHTTP(w, r)
 	})
 	srv.StartTLS()
 	defer srv.Close()
@@ -83,6 +87,12 @@ func TestWrapOverHTTP2(t *testing.T) {
 			t.Errorf("%s: handler goroutine %s, chain goroutine %s; want pooled %v", c.method, outer, inner, c.pooled)
 		}
 	}
+	// A pooled chain that aborts resets the stream, as it would unpooled.
+	if resp, err := srv.Client().Post(srv.URL+"/abort", "text/plain", strings.NewReader("x")); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Errorf("aborted POST: HTTP/%d %d %q, want a stream error", resp.ProtoMajor, resp.StatusCode, body)
+	}
 }
 
 // TestWrapPanics: a pooled handler's panic reaches the caller:
@@ -93,10 +103,14 @@ func TestWrapPanics(t *testing.T) {
 		value any
 		check func(any) bool
 	}{
-		{"abort", http.ErrAbortHandler, func(v any) bool { e, ok := v.(error); return ok && errors.Is(e, http.ErrAbortHandler) }},
+		{"abort", http.ErrAbortHandler, func(v any) bool { return v == http.ErrAbortHandler }}, //nolint:errorlint // the sentinel itself
 		{"other", "boom", func(v any) bool {
 			s, ok := v.(string)
 			return ok && strings.HasPrefix(s, "boom\n") && strings.Contains(s, "panicky")
+		}},
+		{"nil", nil, func(v any) bool {
+			s, ok := v.(string)
+			return ok && strings.Contains(s, "panic called with nil argument") && strings.Contains(s, "panicky")
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -117,3 +131,30 @@ func TestWrapPanics(t *testing.T) {
 
 //go:noinline
 func panicky(v any) { panic(v) }
+
+// TestWrapGoexit: a pooled handler that calls runtime.Goexit ends the
+// caller's goroutine the same way, without it returning or panicking.
+func TestWrapGoexit(t *testing.T) {
+	h := Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { runtime.Goexit() }))
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	r.ProtoMajor = 2
+	outcome := make(chan string, 1)
+	go func() {
+		returned := false
+		defer func() {
+			switch v := recover(); {
+			case v != nil:
+				outcome <- fmt.Sprintf("panicked: %v", v)
+			case returned:
+				outcome <- "returned"
+			default:
+				outcome <- "goexit"
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		returned = true
+	}()
+	if got := <-outcome; got != "goexit" {
+		t.Errorf("caller %s, want runtime.Goexit", got)
+	}
+}
