@@ -171,6 +171,21 @@ func (c *Config) args() ([]string, error) {
 	return append(args, c.ExtraArgs...), nil
 }
 
+// withJoin serves the join endpoints (c.JoinPaths) with c.Join in front of
+// chain; chain itself when there is no join handler.
+func (c Config) withJoin(chain http.Handler) http.Handler {
+	if c.Join == nil {
+		return chain
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.JoinPaths(r.URL.Path) {
+			c.Join.ServeHTTP(w, r)
+			return
+		}
+		chain.ServeHTTP(w, r)
+	})
+}
+
 // Run starts the API server and blocks until ctx ends or it fails.
 func Run(ctx context.Context, c Config) error {
 	phase := startPhases(c.Logger)
@@ -267,26 +282,13 @@ func Run(ctx context.Context, c Config) error {
 		(completed.Authentication.RequestHeader == nil || completed.Authentication.RequestHeader.ClientCAFile == "") {
 		authn.Authenticator = authncache.New(authn.Authenticator, certCacheTTL)
 	}
-	{
-		// The outermost server (the aggregator) serves every request: its
-		// chain runs HTTP/2 writes on pooled goroutines (handoff) and gets
-		// the join endpoints, if any, in front of authentication.
-		g := config.Aggregator.GenericConfig
-		build := g.BuildHandlerChainFunc
-		g.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
-			chain := build(h, gc)
-			if c.Join != nil {
-				inner := chain
-				chain = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if c.JoinPaths(r.URL.Path) {
-						c.Join.ServeHTTP(w, r)
-						return
-					}
-					inner.ServeHTTP(w, r)
-				})
-			}
-			return handoff.Wrap(chain)
-		}
+	// The outermost server (the aggregator) serves every request: its
+	// chain runs HTTP/2 writes on pooled goroutines (handoff) and gets the
+	// join endpoints, if any, in front of authentication.
+	agg := config.Aggregator.GenericConfig
+	build := agg.BuildHandlerChainFunc
+	agg.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
+		return handoff.Wrap(c.withJoin(build(h, gc)))
 	}
 	phase("config")
 	cc, err := config.Complete()
